@@ -1,0 +1,3 @@
+from inference_app.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,108 @@
+"""`gpuscale serve` / `python -m inference_app`: flags generated from ServerSettings, so the flags,
+the `GPUSCALE_*` variables and the defaults cannot drift apart."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any, Literal, NoReturn, get_args, get_origin
+
+from pydantic import ValidationError
+
+from inference_app.exit_codes import EXIT_USAGE
+from inference_app.models import ModelLoadError, create_model
+from inference_app.settings import ServerSettings
+
+ENV_PREFIX = "GPUSCALE_"
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    for name, field in ServerSettings.model_fields.items():
+        kwargs: dict[str, Any] = {"dest": name, "default": None}
+        annotation = field.annotation
+        if get_origin(annotation) is Literal:
+            kwargs["choices"] = get_args(annotation)
+        elif annotation in (int, float):
+            kwargs["type"] = annotation
+            kwargs["metavar"] = "N" if annotation is int else "SECONDS" if "seconds" in name else "X"
+        else:
+            kwargs["metavar"] = name.split("_")[-1].upper()
+        default = "" if field.default is None else f"; default {field.default}"
+        kwargs["help"] = f"{field.description} [env {ENV_PREFIX}{name.upper()}{default}]"
+        parser.add_argument(_flag(name), **kwargs)
+
+
+def settings_from_args(args: argparse.Namespace) -> ServerSettings:
+    given = {
+        name: getattr(args, name)
+        for name in ServerSettings.model_fields
+        if getattr(args, name, None) is not None
+    }
+    return ServerSettings(**given)
+
+
+def describe_validation_error(exc: ValidationError, given: set[str]) -> str:
+    """One line naming the flag or environment variable that holds each bad value."""
+    parts = []
+    for error in exc.errors():
+        field = str(error["loc"][0]) if error["loc"] else ""
+        where = _flag(field) if field in given or not field else f"{ENV_PREFIX}{field.upper()}"
+        parts.append(f"{where}: {error['msg']}")
+    return "; ".join(parts)
+
+
+def run_serve(args: argparse.Namespace, prog: str) -> int:
+    from inference_app.server import listen, serve
+
+    try:
+        settings = settings_from_args(args)
+    except ValidationError as exc:
+        given = {n for n in ServerSettings.model_fields if getattr(args, n, None) is not None}
+        print(f"{prog}: error: {describe_validation_error(exc, given)}", file=sys.stderr)
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    model = create_model(settings)
+    try:
+        model.check()
+    except ModelLoadError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    try:
+        sock = listen(settings.host, settings.port)
+    except OSError as exc:
+        print(
+            f"{prog}: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    return serve(settings, sock, model)
+
+
+class OneLineErrorParser(argparse.ArgumentParser):
+    """Usage errors as one line (and exit code 2), not the whole usage block."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def build_parser(prog: str = "python -m inference_app") -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog=prog,
+        description="Serve one model over the Open Inference Protocol: one request per slot, a bounded "
+        "FIFO queue, Prometheus load metrics, and a drain on SIGTERM.",
+    )
+    add_serve_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    return run_serve(parser.parse_args(argv), parser.prog)

@@ -1,0 +1,83 @@
+"""Runs the app under one uvicorn worker, with a drain on SIGTERM instead of uvicorn's plain stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import sys
+from types import FrameType
+from typing import Any
+
+import uvicorn
+
+from inference_app.app import PodRuntime, create_app
+from inference_app.models import Model
+from inference_app.settings import ServerSettings
+
+log = logging.getLogger("inference_app")
+
+
+class DrainingServer(uvicorn.Server):
+    """uvicorn's Server, except that a signal starts a drain rather than closing the listener.
+
+    uvicorn would stop accepting at once and, after a clean stop, re-raise the signal (exit 143).
+    Here the pod keeps answering health checks (503 ready) and new requests (503) until every
+    admitted request is answered, then exits with the runtime's exit code.
+    """
+
+    def __init__(self, config: uvicorn.Config, runtime: PodRuntime) -> None:
+        super().__init__(config)
+        self.runtime = runtime
+        self._loop: asyncio.AbstractEventLoop | None = None
+        runtime.on_exit_request(self._exit)
+
+    def _exit(self) -> None:
+        self.should_exit = True
+
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
+        await super().serve(sockets)
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        # A signal handler: hand the work to the event loop and return.
+        loop = self._loop
+        if loop is None or not self.started:
+            self.should_exit = True  # still starting up: nothing was admitted, stop plainly
+            return
+        loop.call_soon_threadsafe(self.runtime.on_signal, signal.Signals(sig).name)
+
+
+def listen(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a busy port is a clear CLI error and `--port 0` can report its port."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    return socket.create_server((host, port), family=family, backlog=2048)
+
+
+def serve(settings: ServerSettings, sock: socket.socket, model: Model[Any], **uvicorn_options: Any) -> int:
+    app = create_app(settings, model)
+    runtime: PodRuntime = app.state.runtime
+    host, port = sock.getsockname()[:2]
+    # Printed whatever the log level: it is how a parent process learns the port of `--port 0`.
+    shown = host if ":" not in host else f"[{host}]"
+    print(
+        f"listening on http://{shown}:{port} (model {settings.model} as {settings.served_name!r}, "
+        f"{settings.slots} slot(s), queue {settings.max_queue})",
+        file=sys.stderr,
+        flush=True,
+    )
+    config = uvicorn.Config(
+        app,
+        workers=1,
+        loop="auto",  # uvloop when installed
+        http="auto",  # httptools when installed
+        lifespan="on",
+        access_log=False,
+        log_config=None,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=5,  # only after our drain, which has already answered everything
+        **uvicorn_options,
+    )
+    DrainingServer(config, runtime).run(sockets=[sock])
+    return runtime.exit_code
