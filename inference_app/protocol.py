@@ -90,3 +90,8 @@ class ModelReadyResponse(BaseModel):
 
 class ErrorResponse(BaseModel):
     error: str
+
+
+class ValidationErrorResponse(BaseModel):
+    error: str = Field(description="one line: each bad field and what is wrong with it")
+    detail: list[dict[str, Any]] = Field(description="pydantic's errors, located from 'body'")

@@ -33,7 +33,8 @@ class SleepModel(Model[float]):
         return float(parameters.seconds)
 
     def run(self, job: float) -> ModelOutput:
-        time.sleep(job)
+        if job > 0:
+            time.sleep(job)
         return ModelOutput([ResponseOutput(name="slept_seconds", shape=[1], datatype="FP64", data=[job])])
 
     def expected_seconds(self) -> float:

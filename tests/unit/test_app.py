@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 from gpuscale.promtext import parse_samples
 
+from inference_app import infer
 from inference_app.app import create_app
 from inference_app.exit_codes import EXIT_USAGE
 from inference_app.models.sleep import SleepModel
@@ -63,12 +64,14 @@ def test_infer_answers_with_outputs_and_timings(app_client: MakeClient) -> None:
         ({"json": {"parameters": {"seconds": [1]}}}, 422, "body.parameters.seconds"),
         ({"json": {"inputs": "x"}}, 422, "body.inputs"),
         ({"json": [1, 2]}, 422, "body: "),
-        ({"content": b"{bad", "headers": {"content-type": "application/json"}}, 422, "JSON decode error"),
         (
-            {"content": b"\xff{", "headers": {"content-type": "application/json"}},
-            400,
-            "error parsing the body",
+            {"content": b"{bad", "headers": {"content-type": "application/json"}},
+            422,
+            "body: Invalid JSON: key",
         ),
+        ({"content": b"\xff{", "headers": {"content-type": "application/json"}}, 422, "body: Invalid JSON"),
+        ({"content": b"", "headers": {"content-type": "application/json"}}, 422, "body: Invalid JSON: EOF"),
+        ({"content": b"{}"}, 422, "Content-Type: application/json' (got '')"),
         (
             {"content": b"{}", "headers": {"content-type": "text/plain"}},
             422,
@@ -85,6 +88,24 @@ def test_malformed_requests_get_a_reason(
     response = client.post(url, **kwargs)  # type: ignore[arg-type]
     assert response.status_code == status
     assert error in response.json()["error"]
+
+
+def test_infer_takes_only_post(app_client: MakeClient) -> None:
+    response = app_client().get("/v2/models/sleep/infer")
+    assert response.status_code == 405
+    assert response.headers["allow"] == "POST"
+
+
+def test_an_oversized_body_is_413(app_client: MakeClient, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(infer, "MAX_BODY_BYTES", 1024)
+    response = app_client().post("/v2/models/sleep/infer", json={"id": "x" * 2000})
+    assert response.status_code == 413
+    assert response.json() == {"error": "body larger than 0 MiB"}
+
+
+def test_unknown_paths_answer_in_the_error_shape(app_client: MakeClient) -> None:
+    response = app_client().get("/v3/nothing")
+    assert (response.status_code, response.json()) == (404, {"error": "Not Found"})
 
 
 def test_readiness_follows_the_model_load(app_client: MakeClient) -> None:
@@ -152,7 +173,8 @@ def test_metrics_text_has_the_load_gauges_and_histograms(app_client: MakeClient)
 
 
 def test_openapi_documents_the_protocol_paths(app_client: MakeClient) -> None:
-    paths = app_client().get("/openapi.json").json()["paths"]
+    document = app_client(max_request_seconds=60).get("/openapi.json").json()
+    paths = document["paths"]
     for path in (
         "/v2/health/live",
         "/v2/health/ready",
@@ -162,4 +184,10 @@ def test_openapi_documents_the_protocol_paths(app_client: MakeClient) -> None:
         "/metrics",
     ):
         assert path in paths
-    assert set(paths["/v2/models/{model_name}/infer"]["post"]["responses"]) >= {"200", "400", "429", "503"}
+    infer = paths["/v2/models/{model_name}/infer"]["post"]
+    assert set(infer["responses"]) >= {"200", "404", "422", "429", "503"}
+    # The request schema is the served model's own, bounds from the settings included.
+    body_ref = infer["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+    assert body_ref == "#/components/schemas/SleepInferenceRequest"
+    seconds = document["components"]["schemas"]["SleepParameters"]["properties"]["seconds"]
+    assert (seconds["minimum"], seconds["maximum"]) == (0, 60)
