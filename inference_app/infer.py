@@ -163,10 +163,11 @@ class InferEndpoint:
         try:
             output = await ticket.future
         except asyncio.CancelledError:
-            if left:
+            task = asyncio.current_task()
+            if left and not (task and task.cancelling()):
                 metrics.count(Outcome.CANCELLED if left[0] else Outcome.ABANDONED)
                 return None  # nobody to answer
-            queue.cancel(ticket)  # this task itself was cancelled (the server is stopping)
+            queue.cancel(ticket)  # this task itself was cancelled: the server is stopping
             raise
         except Aborted as exc:
             metrics.count(Outcome.ABORTED)

@@ -112,6 +112,7 @@ class PodRuntime:
     async def _load(self) -> None:
         started = time.perf_counter()
         try:
+            await run_in_daemon_thread(self.model.check)
             await run_in_daemon_thread(self.model.load)
             await run_in_daemon_thread(self.model.warmup)
         except Exception as exc:
@@ -152,5 +153,6 @@ class PodRuntime:
         else:
             failed = self.queue.abort(f"drain time ran out ({deadline:g} s) before this request finished")
             log.error("drain time ran out after %g s: %d request(s) answered 503", deadline, failed)
-            self.exit_code = EXIT_DRAIN_INCOMPLETE
+            if failed:
+                self.exit_code = EXIT_DRAIN_INCOMPLETE
         self._request_exit()

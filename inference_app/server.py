@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
 import socket
 import sys
@@ -17,8 +16,6 @@ from inference_app.models import Model
 from inference_app.runtime import PodRuntime
 from inference_app.settings import ServerSettings
 
-log = logging.getLogger("inference_app")
-
 
 class DrainingServer(uvicorn.Server):
     """uvicorn's Server, except that a signal starts a drain rather than closing the listener.
@@ -28,9 +25,10 @@ class DrainingServer(uvicorn.Server):
     admitted request is answered, then exits with the runtime's exit code.
     """
 
-    def __init__(self, config: uvicorn.Config, runtime: PodRuntime) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: PodRuntime, listening: str) -> None:
         super().__init__(config)
         self.runtime = runtime
+        self.listening = listening
         self._loop: asyncio.AbstractEventLoop | None = None
         runtime.on_exit_request(self._exit)
 
@@ -41,12 +39,20 @@ class DrainingServer(uvicorn.Server):
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets)
 
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        # Printed whatever the log level, once signals lead to a drain: it is how a parent process
+        # learns that the server runs, and the port of `--port 0`.
+        print(self.listening, file=sys.stderr, flush=True)
+
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler: hand the work to the event loop and return.
         loop = self._loop
         if loop is None or not self.started:
             self.should_exit = True  # still starting up: nothing was admitted, stop plainly
             return
+        if self.should_exit:
+            self.force_exit = True  # already drained and shutting down: stop waiting on connections
         loop.call_soon_threadsafe(self.runtime.on_signal, signal.Signals(sig).name)
 
 
@@ -59,15 +65,6 @@ def listen(host: str, port: int) -> socket.socket:
 def serve(settings: ServerSettings, sock: socket.socket, model: Model[Any], **uvicorn_options: Any) -> int:
     app = create_app(settings, model)
     runtime: PodRuntime = app.state.runtime
-    host, port = sock.getsockname()[:2]
-    # Printed whatever the log level: it is how a parent process learns the port of `--port 0`.
-    shown = host if ":" not in host else f"[{host}]"
-    print(
-        f"listening on http://{shown}:{port} (model {settings.model} as {settings.served_name!r}, "
-        f"{settings.slots} slot(s), queue {settings.max_queue})",
-        file=sys.stderr,
-        flush=True,
-    )
     config = uvicorn.Config(
         app,
         workers=1,
@@ -81,5 +78,14 @@ def serve(settings: ServerSettings, sock: socket.socket, model: Model[Any], **uv
         timeout_graceful_shutdown=5,  # only after our drain, which has already answered everything
         **uvicorn_options,
     )
-    DrainingServer(config, runtime).run(sockets=[sock])
+    DrainingServer(config, runtime, listening_line(settings, sock)).run(sockets=[sock])
     return runtime.exit_code
+
+
+def listening_line(settings: ServerSettings, sock: socket.socket) -> str:
+    host, port = sock.getsockname()[:2]
+    shown = host if ":" not in host else f"[{host}]"
+    return (
+        f"listening on http://{shown}:{port} (model {settings.model} as {settings.served_name!r}, "
+        f"{settings.slots} slot(s), queue {settings.max_queue})"
+    )

@@ -74,6 +74,8 @@ class Ticket(Generic[J, R]):
 class _State(Generic[J, R]):
     waiting: collections.deque[Ticket[J, R]] = field(default_factory=collections.deque)
     running: set[Ticket[J, R]] = field(default_factory=set)
+    # Finished, result on its way to the event loop: not idle yet, or a drain could end before it is sent.
+    delivering: set[Ticket[J, R]] = field(default_factory=set)
     busy_done: float = 0.0
     recent: collections.deque[float] = field(default_factory=lambda: collections.deque(maxlen=32))
 
@@ -162,8 +164,9 @@ class SlotQueue(Generic[J, R]):
         return removed
 
     def load(self) -> Load:
-        now = self._clock()
         with self._cond:
+            # Read under the lock, as the worker reads a job's end: the busy counter never goes back.
+            now = self._clock()
             state = self._state
             running_for = sum(now - t.started for t in state.running if t.started is not None)
             return Load(len(state.waiting), len(state.running), self.slots, state.busy_done + running_for)
@@ -217,8 +220,10 @@ class SlotQueue(Generic[J, R]):
         return max(1, math.ceil(ahead * mean / self.slots))
 
     def _update_idle(self) -> None:
+        # A running job whose client has gone has nobody to answer: it does not hold up a drain.
         with self._cond:
-            idle = not self._state.waiting and not self._state.running
+            state = self._state
+            idle = not state.waiting and not state.delivering and all(t.abandoned for t in state.running)
         if idle:
             self._idle.set()
 
@@ -240,13 +245,13 @@ class SlotQueue(Generic[J, R]):
                 result = self._run(ticket.job)
             except BaseException as exc:  # a slot must survive any model error
                 error = exc
-            finished = self._clock()
             with self._cond:
-                ticket.finished = finished
+                ticket.finished = finished = self._clock()
                 elapsed = finished - (ticket.started or finished)
                 state.busy_done += elapsed
                 state.recent.append(elapsed)
                 state.running.discard(ticket)
+                state.delivering.add(ticket)
             loop = self._loop
             if loop is None or loop.is_closed():
                 continue
@@ -256,6 +261,8 @@ class SlotQueue(Generic[J, R]):
                 continue
 
     def _complete(self, ticket: Ticket[J, R], result: R | None, error: BaseException | None) -> None:
+        with self._cond:
+            self._state.delivering.discard(ticket)
         if not ticket.future.done():
             if error is not None:
                 failure = JobFailed(f"{type(error).__name__}: {error}")

@@ -87,7 +87,6 @@ class MatmulModel(Model[MatmulJob]):
             )
 
     def load(self) -> None:
-        self.check()
         if self.backend != "torch":
             return
         import torch

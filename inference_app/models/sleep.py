@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from inference_app.models.base import Model, ModelOutput, parameters_model
+from inference_app.models.base import Model, ModelLoadError, ModelOutput, parameters_model
 from inference_app.protocol import ResponseOutput, TensorMetadata
 
 
@@ -25,6 +25,12 @@ class SleepModel(Model[float]):
             description="how long the request holds its slot",
         )
         return parameters_model("SleepParameters", seconds=(float, seconds))
+
+    def check(self) -> None:
+        s = self.settings
+        if s.sleep_seconds > s.max_request_seconds:
+            limit = f"--max-request-seconds {s.max_request_seconds:g}"
+            raise ModelLoadError(f"--sleep-seconds {s.sleep_seconds:g} is above {limit}")
 
     def load(self) -> None:
         time.sleep(self.settings.load_seconds)

@@ -30,6 +30,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         ([], {"GPUSCALE_MODEL": "bert"}, "GPUSCALE_MODEL: Input should be 'sleep' or 'matmul'"),
         (["--model", "matmul", "--matmul-backend", "numpy", "--matmul-device", "cuda"], {}, "needs torch"),
         (["--model-name", "a/b"], {}, "--model-name: String should match pattern"),
+        (["--sleep-seconds", "10", "--max-request-seconds", "5"], {}, "above --max-request-seconds 5"),
     ],
 )
 def test_bad_settings_exit_2_with_one_line(args: list[str], env: dict[str, str], message: str) -> None:

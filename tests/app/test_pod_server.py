@@ -158,6 +158,26 @@ def test_drain_deadline_answers_the_rest_503_and_exits_4(start_pod: StartPod) ->
     assert time.monotonic() - started < 3, "the process waited for the running job"
 
 
+def test_a_drain_does_not_wait_for_a_job_whose_client_left(start_pod: StartPod) -> None:
+    pod = start_pod("--drain-seconds", "30")
+    leaver = _raw_request(pod.url, b'{"parameters": {"seconds": 20}}')
+    wait_until(lambda: metrics(pod.url)["gpuscale_inflight_requests"] == 1)
+    leaver.close()
+    wait_until(lambda: metrics(pod.url)['gpuscale_requests_total{outcome="abandoned"}'] == 1)
+    started = time.monotonic()
+    pod.terminate()
+    assert pod.wait(10) == 0
+    assert time.monotonic() - started < 5, "the drain waited for a job nobody wants"
+
+
+def test_sigterm_as_soon_as_it_listens_is_a_clean_stop(start_pod: StartPod) -> None:
+    # The "listening on" line is what a parent waits for: from then on a signal must drain, not kill.
+    for _ in range(3):
+        pod = start_pod(wait_ready=False)
+        pod.terminate()
+        assert pod.wait(10) == 0
+
+
 def test_a_second_signal_stops_at_once(start_pod: StartPod) -> None:
     pod = start_pod()
 

@@ -27,7 +27,7 @@ def _schema(settings: ServerSettings) -> schemathesis.BaseSchema:
     return schema
 
 
-# Small limits, so generated parameters are answered in milliseconds (or refused with 400).
+# Small limits, so generated parameters are answered in milliseconds (or refused with 422).
 sleep_schema = _schema(ServerSettings(model="sleep", max_request_seconds=0.005, sleep_seconds=0.0))
 matmul_schema = _schema(
     ServerSettings(

@@ -173,6 +173,43 @@ async def test_cancel_while_running_marks_the_ticket_abandoned(
     assert await queue.submit("next").future == "NEXT"
 
 
+async def test_a_drain_does_not_wait_for_a_job_whose_client_left(
+    queue: SlotQueue[str, str], recorder: Recorder
+) -> None:
+    ticket = queue.submit("wait-orphan")
+    await eventually(lambda: queue.load().running == 1)
+    queue.cancel(ticket)
+    # Nobody waits for its answer, so the drain is done although the job still runs.
+    assert await queue.drain(seconds=1) is True
+    assert queue.load().running == 1
+    recorder.gate("wait-orphan").set()
+
+
+async def test_the_busy_counter_never_goes_back(recorder: Recorder) -> None:
+    q: SlotQueue[int, int] = SlotQueue(lambda n: n, slots=1, max_queue=64, expected_seconds=lambda: 0.0)
+    q.start()
+    drops: list[float] = []
+    stop = threading.Event()
+
+    def scrape() -> None:
+        last = 0.0
+        while not stop.is_set():
+            value = q.load().busy_seconds
+            if value < last:
+                drops.append(last - value)
+            last = max(last, value)
+
+    scraper = threading.Thread(target=scrape)
+    scraper.start()
+    until = time.monotonic() + 0.5
+    while time.monotonic() < until:
+        await asyncio.gather(*(q.submit(i).future for i in range(32)))
+    stop.set()
+    scraper.join()
+    q.stop()
+    assert drops == []
+
+
 async def test_a_failing_job_fails_alone(queue: SlotQueue[str, str]) -> None:
     failing = queue.submit("fail-me")
     after = queue.submit("after")
