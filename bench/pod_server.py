@@ -474,7 +474,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--no-pin", action="store_true", help="do not pin the matmul server to one core (GPU)"
     )
-    parser.add_argument("--no-doc", action="store_true", help="print only; leave docs/why-one-slot.md alone")
+    parser.add_argument(
+        "--print-only", action="store_true", help="write neither the results file nor docs/why-one-slot.md"
+    )
     args = parser.parse_args(argv)
     for tool in ("hey", "wrk", "taskset"):
         if shutil.which(tool) is None:
@@ -506,9 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"\n## {key}\n\n{result['markdown']}\n", flush=True)
     m = results["machine"]
     sections["machine"] = f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Python {m['python']}."
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-    if not args.no_doc:
+    if not args.print_only:
+        RESULTS.parent.mkdir(parents=True, exist_ok=True)
+        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
         update_doc(sections)
         log(f"wrote {RESULTS.relative_to(ROOT)} and the tables in {DOC.relative_to(ROOT)}")
     return 0
