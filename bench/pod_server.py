@@ -507,7 +507,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         sections[key] = result["markdown"]
         print(f"\n## {key}\n\n{result['markdown']}\n", flush=True)
     m = results["machine"]
-    sections["machine"] = f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Python {m['python']}."
+    sections["machine"] = (
+        f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}."
+    )
     if not args.print_only:
         RESULTS.parent.mkdir(parents=True, exist_ok=True)
         RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")

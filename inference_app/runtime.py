@@ -109,12 +109,15 @@ class PodRuntime:
     def stop(self) -> None:
         self.queue.stop()
 
+    def _load_model(self) -> None:
+        self.model.check()
+        self.model.load()
+        self.model.warmup()
+
     async def _load(self) -> None:
         started = time.perf_counter()
         try:
-            await run_in_daemon_thread(self.model.check)
-            await run_in_daemon_thread(self.model.load)
-            await run_in_daemon_thread(self.model.warmup)
+            await run_in_daemon_thread(self._load_model)
         except Exception as exc:
             self.load_error = str(exc) or type(exc).__name__
             self.exit_code = EXIT_USAGE

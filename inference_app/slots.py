@@ -105,7 +105,6 @@ class SlotQueue(Generic[J, R]):
         self._stopping = False
         self._loop: asyncio.AbstractEventLoop | None = None
         self._idle = asyncio.Event()
-        self._threads: list[threading.Thread] = []
 
     # --- lifecycle -------------------------------------------------------------------------------
 
@@ -120,9 +119,7 @@ class SlotQueue(Generic[J, R]):
         self._loop = asyncio.get_running_loop()
         for n in range(self.slots):
             # Daemon threads: a job that outlives a drain deadline must not hold the process open.
-            thread = threading.Thread(target=self._worker, name=f"gpuscale-slot-{n}", daemon=True)
-            thread.start()
-            self._threads.append(thread)
+            threading.Thread(target=self._worker, name=f"gpuscale-slot-{n}", daemon=True).start()
 
     def stop(self) -> None:
         """Refuse new work and let idle slot threads exit. Jobs still running finish in the background."""
@@ -171,18 +168,9 @@ class SlotQueue(Generic[J, R]):
             running_for = sum(now - t.started for t in state.running if t.started is not None)
             return Load(len(state.waiting), len(state.running), self.slots, state.busy_done + running_for)
 
-    def mean_service_seconds(self) -> float:
-        with self._cond:
-            recent = self._state.recent
-            return sum(recent) / len(recent) if recent else self._expected_seconds()
-
     def retry_after(self) -> int:
         with self._cond:
             return self._retry_after_locked()
-
-    @property
-    def accepting(self) -> bool:
-        return self._accepting
 
     async def drain(self, seconds: float) -> bool:
         """Admit nothing new and wait until every admitted job has answered. False if time ran out."""

@@ -137,10 +137,18 @@ async def test_retry_after_is_the_backlog_over_the_slots(
     q.stop()
 
 
-async def test_measured_service_time_replaces_the_prior(queue: SlotQueue[str, str]) -> None:
-    assert queue.mean_service_seconds() == 2.0
+async def test_measured_service_time_replaces_the_prior(
+    queue: SlotQueue[str, str], recorder: Recorder
+) -> None:
+    first = queue.submit("wait-a")
+    assert queue.retry_after() == 2  # one job ahead at the 2 s prior
+    recorder.gate("wait-a").set()
+    await first.future
     await asyncio.gather(*(queue.submit(f"job{i}").future for i in range(3)))
-    assert 0.005 < queue.mean_service_seconds() < 0.5
+    second = queue.submit("wait-b")
+    assert queue.retry_after() == 1  # one job ahead at the measured ~10 ms
+    recorder.gate("wait-b").set()
+    await second.future
 
 
 async def test_cancel_while_queued_means_the_job_never_runs(
