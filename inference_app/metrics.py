@@ -62,23 +62,16 @@ class _LoadCollector(Collector):
 class PodMetrics:
     def __init__(self, load: Callable[[], Load], ready: Callable[[], bool], draining: Callable[[], bool]):
         self.registry = CollectorRegistry()
-        self.queue_wait = Histogram(
-            "gpuscale_queue_wait_seconds",
-            "Time admitted requests waited for a slot.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+
+        def histogram(name: str, documentation: str) -> Histogram:
+            return Histogram(name, documentation, buckets=LATENCY_BUCKETS, registry=self.registry)
+
+        self.queue_wait = histogram(
+            "gpuscale_queue_wait_seconds", "Time admitted requests waited for a slot."
         )
-        self.service = Histogram(
-            "gpuscale_service_seconds",
-            "Time requests held a slot (model work).",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "gpuscale_request_duration_seconds",
-            "Time from admission to answer, for requests that ran.",
-            buckets=LATENCY_BUCKETS,
-            registry=self.registry,
+        self.service = histogram("gpuscale_service_seconds", "Time requests held a slot (model work).")
+        self.latency = histogram(
+            "gpuscale_request_duration_seconds", "Time from admission to answer, for requests that ran."
         )
         self.requests = Counter(
             "gpuscale_requests", "Inference requests by outcome.", ["outcome"], registry=self.registry

@@ -14,12 +14,18 @@ ParameterValue = bool | int | float | str
 Parameters = dict[str, ParameterValue]
 
 
-class RequestInput(BaseModel):
+class Tensor(BaseModel):
+    """The protocol's $request_input and $response_output: one shape for both."""
+
     name: str
     shape: list[int]
     datatype: str
     parameters: Parameters | None = None
     data: list[Any]
+
+
+RequestInput = Tensor
+ResponseOutput = Tensor
 
 
 class RequestOutput(BaseModel):
@@ -34,14 +40,6 @@ class InferenceRequest(BaseModel):
     # an empty or missing list is accepted.
     inputs: list[RequestInput] = Field(default_factory=list)
     outputs: list[RequestOutput] | None = None
-
-
-class ResponseOutput(BaseModel):
-    name: str
-    shape: list[int]
-    datatype: str
-    parameters: Parameters | None = None
-    data: list[Any]
 
 
 class InferenceResponse(BaseModel):
