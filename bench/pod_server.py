@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 import numpy as np
 from gpuscale.podproc import PodProcess
-from gpuscale.promtext import parse_samples
+from gpuscale.promtext import scrape
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "why-one-slot.md"
@@ -150,10 +150,6 @@ def post_json(url: str, body: str) -> Any:
     response = httpx.post(url, content=body, headers={"Content-Type": "application/json"}, timeout=600)
     response.raise_for_status()
     return response.json()
-
-
-def scrape(url: str) -> dict[str, float]:
-    return parse_samples(httpx.get(url + "/metrics", timeout=5).text)
 
 
 # --- 1. serialization ----------------------------------------------------------------------------

@@ -54,7 +54,7 @@ def create_app(settings: ServerSettings, model: Model[Any] | None = None) -> Fas
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
     def unknown_model(name: str) -> JSONResponse:
-        return JSONResponse({"error": f"model {name!r} not found; this server serves {served!r}"}, 404)
+        return JSONResponse({"error": runtime.unknown_model(name)}, 404)
 
     not_found: dict[int | str, dict[str, Any]] = {
         404: {"model": ErrorResponse, "description": "No such model."}

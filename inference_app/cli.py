@@ -38,13 +38,13 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         parser.add_argument(_flag(name), **kwargs)
 
 
-def settings_from_args(args: argparse.Namespace) -> ServerSettings:
-    given = {
+def given_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings set by flags; the rest come from `GPUSCALE_*` variables or defaults."""
+    return {
         name: getattr(args, name)
         for name in ServerSettings.model_fields
         if getattr(args, name, None) is not None
     }
-    return ServerSettings(**given)
 
 
 def describe_validation_error(exc: ValidationError, given: set[str]) -> str:
@@ -60,11 +60,11 @@ def describe_validation_error(exc: ValidationError, given: set[str]) -> str:
 def run_serve(args: argparse.Namespace, prog: str) -> int:
     from inference_app.server import listen, serve
 
+    given = given_settings(args)
     try:
-        settings = settings_from_args(args)
+        settings = ServerSettings(**given)
     except ValidationError as exc:
-        given = {n for n in ServerSettings.model_fields if getattr(args, n, None) is not None}
-        print(f"{prog}: error: {describe_validation_error(exc, given)}", file=sys.stderr)
+        print(f"{prog}: error: {describe_validation_error(exc, set(given))}", file=sys.stderr)
         return EXIT_USAGE
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"

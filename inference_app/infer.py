@@ -116,9 +116,7 @@ class InferEndpoint:
         name = scope["path"][len(PREFIX) : -len(SUFFIX)]
         if name != self.served:
             metrics.count(Outcome.NOT_FOUND)
-            return await send_json(
-                send, 404, error_body(f"model {name!r} not found; this server serves {self.served!r}")
-            )
+            return await send_json(send, 404, error_body(runtime.unknown_model(name)))
         if not runtime.ready:
             metrics.count(Outcome.UNAVAILABLE)
             return await self._unavailable(send)

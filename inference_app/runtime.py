@@ -4,7 +4,6 @@ readiness, and the drain."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import threading
 import time
@@ -15,7 +14,7 @@ from inference_app.exit_codes import EXIT_DRAIN_INCOMPLETE, EXIT_OK, EXIT_USAGE
 from inference_app.metrics import PodMetrics
 from inference_app.models import Model, ModelOutput
 from inference_app.settings import ServerSettings
-from inference_app.slots import SlotQueue
+from inference_app.slots import SlotQueue, post_to_loop
 
 log = logging.getLogger("inference_app")
 
@@ -41,9 +40,7 @@ def run_in_daemon_thread(fn: Callable[[], T]) -> Awaitable[T]:
             result, error = fn(), None
         except BaseException as exc:  # handed to the awaiting coroutine
             result, error = None, exc
-        if not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(deliver, result, error)
+        post_to_loop(loop, deliver, result, error)
 
     threading.Thread(target=target, name="gpuscale-load", daemon=True).start()
     return future
@@ -78,6 +75,9 @@ class PodRuntime:
         if not self.loaded:
             return "loading model"
         return None
+
+    def unknown_model(self, name: str) -> str:
+        return f"model {name!r} not found; this server serves {self.settings.served_name!r}"
 
     def on_exit_request(self, request_exit: Callable[[], None]) -> None:
         """The server runner's hook to stop serving once the runtime is done (drained or failed)."""

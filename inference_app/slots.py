@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import math
 import threading
 import time
@@ -19,6 +20,16 @@ from typing import Generic, TypeVar
 
 J = TypeVar("J")
 R = TypeVar("R")
+
+
+def post_to_loop(
+    loop: asyncio.AbstractEventLoop | None, callback: Callable[..., object], *args: object
+) -> None:
+    """Run `callback(*args)` on `loop` from another thread; nothing if the loop has closed."""
+    if loop is None or loop.is_closed():
+        return
+    with contextlib.suppress(RuntimeError):  # the loop closed between the check and the call
+        loop.call_soon_threadsafe(callback, *args)
 
 
 class QueueFull(Exception):
@@ -240,13 +251,7 @@ class SlotQueue(Generic[J, R]):
                 state.recent.append(elapsed)
                 state.running.discard(ticket)
                 state.delivering.add(ticket)
-            loop = self._loop
-            if loop is None or loop.is_closed():
-                continue
-            try:
-                loop.call_soon_threadsafe(self._complete, ticket, result, error)
-            except RuntimeError:  # the loop closed between the check and the call
-                continue
+            post_to_loop(self._loop, self._complete, ticket, result, error)
 
     def _complete(self, ticket: Ticket[J, R], result: R | None, error: BaseException | None) -> None:
         with self._cond:

@@ -13,11 +13,8 @@ MODELS: dict[str, type[Model[Any]]] = {SleepModel.kind: SleepModel, MatmulModel.
 
 
 def create_model(settings: ServerSettings) -> Model[Any]:
-    try:
-        cls = MODELS[settings.model]
-    except KeyError:
-        raise ModelLoadError(f"unknown model {settings.model!r}; choose one of {', '.join(MODELS)}") from None
-    return cls(settings)
+    # settings.model is validated against ModelKind, the same names as MODELS' keys.
+    return MODELS[settings.model](settings)
 
 
 __all__ = ["MODELS", "Model", "ModelLoadError", "ModelOutput", "create_model"]

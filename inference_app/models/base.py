@@ -1,7 +1,8 @@
 """The one small interface every model implements.
 
-A model declares its request parameters as a pydantic model (bounds from the settings), so FastAPI
-validates them, the OpenAPI document at /docs shows them, and a bad value is a 422 with its reason.
+A model declares its request parameters as a pydantic model (bounds from the settings): the infer
+endpoint validates bodies with it, the OpenAPI document at /docs shows it, and a bad value is a 422
+with its reason.
 """
 
 from __future__ import annotations
@@ -46,8 +47,8 @@ def parameters_model(name: str, **fields: Any) -> type[BaseModel]:
 class Model(ABC, Generic[JobT]):
     """A model behind the slot queue.
 
-    `check` and `prepare` run on the event loop and must be quick; `load`, `warmup` and `run` block
-    and run in worker threads.
+    `prepare` runs on the event loop and must be quick. `check` runs in the CLI before serving and
+    again before `load`; `load`, `warmup` and `run` block and run in threads of their own.
     """
 
     kind: ClassVar[str]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +18,7 @@ from pydantic import BaseModel, Field
 
 from inference_app.models.base import JsonInt, Model, ModelLoadError, ModelOutput, parameters_model
 from inference_app.protocol import ResponseOutput, TensorMetadata
+from inference_app.settings import ServerSettings
 
 MAX_SEED = 2**31 - 1
 WARMUP_SIZE = 64
@@ -34,33 +36,32 @@ def _entries(i: Any, j: Any, seed: int) -> Any:
     return ((i * 7 + j * 13 + seed) % 17 + 1) / 17.0
 
 
-def reference_checksum(size: int, iterations: int, seed: int = 0) -> float:
-    """The checksum a correct run returns, computed in float64 with numpy."""
-    idx = np.arange(size, dtype=np.int64)
-    a = _entries(idx[:, None], idx[None, :], seed).astype(np.float64)
+def _power(a: Any, iterations: int, norm: Callable[[Any], Any]) -> Any:
+    # The same steps on numpy arrays and torch tensors.
     x = a
     for _ in range(iterations):
         x = a @ x
-        x = x / np.linalg.norm(x)
-    return float(x.sum())
+        x /= norm(x)
+    return x
 
 
-def _numpy_job(job: MatmulJob) -> float:
-    idx = np.arange(job.size, dtype=np.int64)
-    a = _entries(idx[:, None], idx[None, :], job.seed).astype(np.float32)
-    x = a
-    for _ in range(job.iterations):
-        x = a @ x
-        x /= np.linalg.norm(x)
-    return float(x.sum(dtype=np.float64))
+def _numpy_checksum(size: int, iterations: int, seed: int, dtype: type[np.floating[Any]]) -> float:
+    idx = np.arange(size, dtype=np.int64)
+    a = _entries(idx[:, None], idx[None, :], seed).astype(dtype)
+    return float(_power(a, iterations, np.linalg.norm).sum(dtype=np.float64))
+
+
+def reference_checksum(size: int, iterations: int, seed: int = 0) -> float:
+    """The checksum a correct run returns, computed in float64 with numpy."""
+    return _numpy_checksum(size, iterations, seed, np.float64)
 
 
 class MatmulModel(Model[MatmulJob]):
     kind = "matmul"
     platform = "gpuscale_matmul"
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
+    def __init__(self, settings: ServerSettings) -> None:
+        super().__init__(settings)
         self.backend = "numpy"
         self.device = "cpu"
         self._torch: Any = None
@@ -110,10 +111,7 @@ class MatmulModel(Model[MatmulJob]):
         with torch.inference_mode():
             idx = torch.arange(job.size, dtype=torch.int64, device=self.device)
             a = _entries(idx[:, None], idx[None, :], job.seed).to(torch.float32)
-            x = a
-            for _ in range(job.iterations):
-                x = a @ x
-                x /= torch.linalg.norm(x)
+            x = _power(a, job.iterations, torch.linalg.norm)
             # .item() waits for the device, so the slot is held exactly as long as the GPU works.
             return float(x.sum(dtype=torch.float64).item())
 
@@ -133,7 +131,10 @@ class MatmulModel(Model[MatmulJob]):
         return MatmulJob(parameters.size, parameters.iterations, parameters.seed)
 
     def run(self, job: MatmulJob) -> ModelOutput:
-        checksum = self._torch_job(job) if self.backend == "torch" else _numpy_job(job)
+        if self.backend == "torch":
+            checksum = self._torch_job(job)
+        else:
+            checksum = _numpy_checksum(job.size, job.iterations, job.seed, np.float32)
         return ModelOutput(
             [ResponseOutput(name="checksum", shape=[1], datatype="FP64", data=[checksum])],
             {"backend": self.backend, "device": self.device, "size": job.size, "iterations": job.iterations},

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
-from gpuscale.promtext import parse_samples
+from gpuscale.promtext import parse_samples, scrape
 
 from inference_app.exit_codes import EXIT_DRAIN_INCOMPLETE
 from inference_app.models.matmul import reference_checksum
@@ -35,10 +35,6 @@ async def staggered(url: str, seconds: list[float], gap: float = 0.03) -> list[h
             return await client.post(INFER, json=sleep_body(s))
 
         return await asyncio.gather(*(send(i, s) for i, s in enumerate(seconds)))
-
-
-def metrics(url: str) -> dict[str, float]:
-    return parse_samples(httpx.get(f"{url}/metrics", timeout=5).text)
 
 
 def test_one_slot_serializes_requests_in_arrival_order(start_pod: StartPod) -> None:
@@ -73,7 +69,7 @@ def test_queue_bound_answers_429_with_retry_after(start_pod: StartPod) -> None:
     for refused in answers[3:]:
         assert int(refused.headers["retry-after"]) >= 1
         assert "1 slot(s) busy and 2 request(s) queued" in refused.json()["error"]
-    samples = metrics(url)
+    samples = scrape(url)
     assert samples['gpuscale_requests_total{outcome="rejected_full"}'] == 3
     assert samples['gpuscale_requests_total{outcome="ok"}'] == 3
 
@@ -100,9 +96,9 @@ def test_a_client_that_leaves_while_queued_never_runs(start_pod: StartPod) -> No
             await asyncio.sleep(0.1)
             last = asyncio.create_task(client.post(INFER, json=sleep_body(0.1)))
             await asyncio.sleep(0.1)
-            assert metrics(url)["gpuscale_queue_depth"] == 2
+            assert scrape(url)["gpuscale_queue_depth"] == 2
             leaver.close()  # the client goes away while its request waits
-            await asyncio.to_thread(wait_until, lambda: metrics(url)["gpuscale_queue_depth"] == 1, 5.0)
+            await asyncio.to_thread(wait_until, lambda: scrape(url)["gpuscale_queue_depth"] == 1, 5.0)
             return [await first, await last]
 
     first, last = asyncio.run(scenario())
@@ -110,7 +106,7 @@ def test_a_client_that_leaves_while_queued_never_runs(start_pod: StartPod) -> No
     # The 5 s job never ran: the last request started right after the first finished.
     after_first = first.json()["parameters"]["started_at"] + first.json()["parameters"]["service_seconds"]
     assert last.json()["parameters"]["started_at"] - after_first < 0.1
-    samples = metrics(url)
+    samples = scrape(url)
     assert samples['gpuscale_requests_total{outcome="cancelled"}'] == 1
     assert samples["gpuscale_service_seconds_count"] == 2
 
@@ -161,9 +157,9 @@ def test_drain_deadline_answers_the_rest_503_and_exits_4(start_pod: StartPod) ->
 def test_a_drain_does_not_wait_for_a_job_whose_client_left(start_pod: StartPod) -> None:
     pod = start_pod("--drain-seconds", "30")
     leaver = _raw_request(pod.url, b'{"parameters": {"seconds": 20}}')
-    wait_until(lambda: metrics(pod.url)["gpuscale_inflight_requests"] == 1)
+    wait_until(lambda: scrape(pod.url)["gpuscale_inflight_requests"] == 1)
     leaver.close()
-    wait_until(lambda: metrics(pod.url)['gpuscale_requests_total{outcome="abandoned"}'] == 1)
+    wait_until(lambda: scrape(pod.url)['gpuscale_requests_total{outcome="abandoned"}'] == 1)
     started = time.monotonic()
     pod.terminate()
     assert pod.wait(10) == 0
@@ -201,9 +197,9 @@ def test_readiness_turns_on_after_the_load(start_pod: StartPod) -> None:
     ready = httpx.get(f"{pod.url}/v2/health/ready")
     assert (ready.status_code, ready.json()["reason"]) == (503, "loading model")
     assert httpx.get(f"{pod.url}/v2/health/live").status_code == 200
-    assert metrics(pod.url)["gpuscale_ready"] == 0
+    assert scrape(pod.url)["gpuscale_ready"] == 0
     pod.wait_ready(10)
-    assert metrics(pod.url)["gpuscale_ready"] == 1
+    assert scrape(pod.url)["gpuscale_ready"] == 1
 
 
 def test_metrics_and_health_answer_while_the_slot_is_busy_and_the_queue_full(start_pod: StartPod) -> None:
@@ -223,7 +219,7 @@ def test_metrics_and_health_answer_while_the_slot_is_busy_and_the_queue_full(sta
     assert during["gpuscale_slots"] == 1
     assert ready == 200
     assert sorted(statuses) == [200, 200, 200, 200, 429]
-    after = metrics(url)
+    after = scrape(url)
     assert (after["gpuscale_inflight_requests"], after["gpuscale_queue_depth"]) == (0, 0)
     assert after["gpuscale_request_duration_seconds_count"] == 4
     assert after["gpuscale_service_seconds_sum"] == pytest.approx(4.0, abs=0.1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
 
@@ -16,3 +17,8 @@ def parse_samples(text: str) -> dict[str, float]:
                 key += "{" + ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items())) + "}"
             samples[key] = sample.value
     return samples
+
+
+def scrape(url: str, timeout: float = 5.0) -> dict[str, float]:
+    """GET `url`/metrics and parse it."""
+    return parse_samples(httpx.get(f"{url}/metrics", timeout=timeout).text)
