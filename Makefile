@@ -11,11 +11,11 @@ $(BIN)/python:
 
 # One stamp per dependency set, so `make demo` does not pull the test tools.
 $(VENV)/.runtime: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e .
+	$(BIN)/pip install -q -e '.[plot]'
 	touch $@
 
 $(VENV)/.test: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,plot]'
 	touch $(VENV)/.runtime $@
 
 demo: $(VENV)/.runtime
@@ -40,7 +40,8 @@ tools:
 	  (apt-get update -qq && apt-get install -y -qq hey wrk >/dev/null)
 
 bench: $(VENV)/.runtime tools
-	$(BIN)/python bench/pod_server.py
+	$(BIN)/python -m bench.pod_server
+	$(BIN)/python -m bench.autoscale
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -7,23 +7,28 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
-from typing import Any, Literal, NoReturn, get_args, get_origin
+from typing import Any, Literal, NoReturn, TypeVar, get_args, get_origin
 
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
 from inference_app.exit_codes import EXIT_USAGE
 from inference_app.models import ModelLoadError, create_model
 from inference_app.settings import ServerSettings
 
 ENV_PREFIX = "GPUSCALE_"
+SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
 def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
-    for name, field in ServerSettings.model_fields.items():
+def add_settings_arguments(
+    parser: argparse.ArgumentParser, settings: type[BaseSettings], env_prefix: str = ENV_PREFIX
+) -> None:
+    """One flag per settings field, with its description, environment variable and default."""
+    for name, field in settings.model_fields.items():
         kwargs: dict[str, Any] = {"dest": name, "default": None}
         annotation = field.annotation
         if get_origin(annotation) is Literal:
@@ -34,37 +39,48 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         else:
             kwargs["metavar"] = name.split("_")[-1].upper()
         default = "" if field.default is None else f"; default {field.default}"
-        kwargs["help"] = f"{field.description} [env {ENV_PREFIX}{name.upper()}{default}]"
+        kwargs["help"] = f"{field.description} [env {env_prefix}{name.upper()}{default}]"
         parser.add_argument(_flag(name), **kwargs)
 
 
-def given_settings(args: argparse.Namespace) -> dict[str, Any]:
-    """The settings set by flags; the rest come from `GPUSCALE_*` variables or defaults."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser, ServerSettings)
+
+
+def given_settings(args: argparse.Namespace, settings: type[BaseSettings] = ServerSettings) -> dict[str, Any]:
+    """The settings set by flags; the rest come from environment variables or defaults."""
     return {
-        name: getattr(args, name)
-        for name in ServerSettings.model_fields
-        if getattr(args, name, None) is not None
+        name: getattr(args, name) for name in settings.model_fields if getattr(args, name, None) is not None
     }
 
 
-def describe_validation_error(exc: ValidationError, given: set[str]) -> str:
+def describe_validation_error(exc: ValidationError, given: set[str], env_prefix: str = ENV_PREFIX) -> str:
     """One line naming the flag or environment variable that holds each bad value."""
     parts = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
-        where = _flag(field) if field in given or not field else f"{ENV_PREFIX}{field.upper()}"
+        where = _flag(field) if field in given or not field else f"{env_prefix}{field.upper()}"
         parts.append(f"{where}: {error['msg']}")
     return "; ".join(parts)
 
 
-def run_serve(args: argparse.Namespace, prog: str) -> int:
+def settings_from_args(
+    args: argparse.Namespace, settings: type[SettingsT], prog: str, env_prefix: str = ENV_PREFIX
+) -> SettingsT | None:
+    """Flags over environment over defaults; None after printing one line per bad value."""
+    given = given_settings(args, settings)
+    try:
+        return settings(**given)
+    except ValidationError as exc:
+        print(f"{prog}: error: {describe_validation_error(exc, set(given), env_prefix)}", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
     from inference_app.server import listen, serve
 
-    given = given_settings(args)
-    try:
-        settings = ServerSettings(**given)
-    except ValidationError as exc:
-        print(f"{prog}: error: {describe_validation_error(exc, set(given))}", file=sys.stderr)
+    settings = settings_from_args(args, ServerSettings, prog)
+    if settings is None:
         return EXIT_USAGE
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
@@ -99,10 +115,10 @@ def build_parser(prog: str = "python -m inference_app") -> argparse.ArgumentPars
         description="Serve one model over the Open Inference Protocol: one request per slot, a bounded "
         "FIFO queue, Prometheus load metrics, and a drain on SIGTERM.",
     )
-    add_serve_arguments(parser)
+    add_arguments(parser)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    return run_serve(parser.parse_args(argv), parser.prog)
+    return run(parser.parse_args(argv), parser.prog)

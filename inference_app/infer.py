@@ -28,6 +28,9 @@ PREFIX = "/v2/models/"
 SUFFIX = "/infer"
 PATH_TEMPLATE = PREFIX + "{model_name}" + SUFFIX
 MAX_BODY_BYTES = 64 * 1024 * 1024
+# On a 429 or 503 that refused the request before the model saw it: a gateway may safely send the
+# same request to another replica.
+NOT_ADMITTED = b"gpuscale-not-admitted"
 
 Headers = list[tuple[bytes, bytes]]
 
@@ -143,7 +146,10 @@ class InferEndpoint:
                 f"retry in about {full.retry_after} s"
             )
             return await send_json(
-                send, 429, error_body(message), [(b"retry-after", b"%d" % full.retry_after)]
+                send,
+                429,
+                error_body(message),
+                [(b"retry-after", b"%d" % full.retry_after), (NOT_ADMITTED, b"queue-full")],
             )
         except NotAccepting:
             metrics.count(Outcome.UNAVAILABLE)
@@ -195,7 +201,7 @@ class InferEndpoint:
 
     async def _unavailable(self, send: Send) -> None:
         runtime = self.runtime
-        headers: Headers = [(b"retry-after", b"1")]
+        headers: Headers = [(b"retry-after", b"1"), (NOT_ADMITTED, b"unavailable")]
         if runtime.draining:
             headers.append((b"connection", b"close"))  # the next attempt goes through the load balancer again
         await send_json(send, 503, error_body(runtime.not_ready_reason or "not accepting requests"), headers)

@@ -6,8 +6,9 @@ import asyncio
 import signal
 import socket
 import sys
+from collections.abc import Callable
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 import uvicorn
 
@@ -15,6 +16,16 @@ from inference_app.app import create_app
 from inference_app.models import Model
 from inference_app.runtime import PodRuntime
 from inference_app.settings import ServerSettings
+
+
+class Drainable(Protocol):
+    """What DrainingServer drives: the pod's runtime, or the gateway."""
+
+    exit_code: int
+
+    def on_signal(self, signame: str) -> None: ...
+
+    def on_exit_request(self, request_exit: Callable[[], None]) -> None: ...
 
 
 class DrainingServer(uvicorn.Server):
@@ -25,7 +36,7 @@ class DrainingServer(uvicorn.Server):
     admitted request is answered, then exits with the runtime's exit code.
     """
 
-    def __init__(self, config: uvicorn.Config, runtime: PodRuntime, listening: str) -> None:
+    def __init__(self, config: uvicorn.Config, runtime: Drainable, listening: str) -> None:
         super().__init__(config)
         self.runtime = runtime
         self.listening = listening

@@ -3,15 +3,53 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from gpuscale import __version__
 
 
+class Command(NamedTuple):
+    help: str
+    module: str  # has add_arguments(parser) and run(args) -> int
+    description: str = ""
+
+
+COMMANDS = {
+    "local": Command(
+        "run a GpuInferenceService manifest on this machine: gateway, replicas and the autoscaler",
+        "gpuscale.control.local_cli",
+        "Read a GpuInferenceService manifest (the YAML you would `kubectl apply`), start the gateway and "
+        "one pod-server process per replica on 127.0.0.x, and scale them by queue depth. Ctrl-C drains "
+        "everything: every accepted request is answered.",
+    ),
+    "gateway": Command(
+        "run the gateway: one FIFO queue in front of one-slot replicas",
+        "gpuscale_gateway.cli",
+        "Queue every request in one FIFO queue and forward it to the replica with the fewest outstanding "
+        "requests, never more than its slots. Replicas come from --replica flags or the admin API.",
+    ),
+    "serve": Command(
+        "run the pod server: one model, one worker, a bounded queue",
+        "inference_app.cli",
+        "Serve one model over the Open Inference Protocol (KServe v2 REST) with `--slots` requests on the "
+        "model at once and up to `--max-queue` waiting. SIGTERM drains: every admitted request is answered "
+        "before the process exits.",
+    ),
+    "load": Command(
+        "send load to a URL and print latency percentiles (and plot them with --plot)",
+        "gpuscale.loadgen",
+    ),
+    "demo": Command(
+        "run an example service locally, send it a burst, and watch it scale up and back down",
+        "gpuscale.demo",
+    ),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
-    # Subcommands import their modules when they run, so `gpuscale --help` stays quick.
-    from gpuscale.demo import add_demo_arguments
-    from inference_app.cli import OneLineErrorParser, add_serve_arguments
+    from inference_app.cli import OneLineErrorParser
 
     parser = OneLineErrorParser(
         prog="gpuscale",
@@ -20,29 +58,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"gpuscale {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
-    serve = commands.add_parser(
-        "serve",
-        help="run the pod server: one model, one worker, a bounded queue",
-        description="Serve one model over the Open Inference Protocol (KServe v2 REST) with `--slots` "
-        "requests on the model at once and up to `--max-queue` waiting. SIGTERM drains: every admitted "
-        "request is answered before the process exits.",
-    )
-    add_serve_arguments(serve)
-    demo = commands.add_parser(
-        "demo", help="start a pod server and show a burst queueing on its one slot, then a drain"
-    )
-    add_demo_arguments(demo)
+    for name, command in COMMANDS.items():
+        sub = commands.add_parser(name, help=command.help, description=command.description or command.help)
+        importlib.import_module(command.module).add_arguments(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command == "serve":
-        from inference_app.cli import run_serve
-
-        return run_serve(args, "gpuscale serve")
-    from gpuscale.demo import run_demo
-
-    return run_demo(args)
+    result: int = importlib.import_module(COMMANDS[args.command].module).run(args, f"gpuscale {args.command}")
+    return result
