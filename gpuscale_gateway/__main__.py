@@ -1,0 +1,3 @@
+from gpuscale_gateway.cli import main
+
+raise SystemExit(main())

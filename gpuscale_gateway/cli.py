@@ -1,0 +1,51 @@
+"""`gpuscale gateway` / `python -m gpuscale_gateway`: flags generated from GatewaySettings.
+
+Imported by `gpuscale --help`, so the server's modules are imported only by `run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+
+from gpuscale_gateway.settings import ENV_PREFIX, GatewaySettings
+from inference_app.cli import OneLineErrorParser, add_settings_arguments, settings_from_args
+from inference_app.exit_codes import EXIT_USAGE
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    add_settings_arguments(parser, GatewaySettings, ENV_PREFIX)
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
+    settings = settings_from_args(args, GatewaySettings, prog, ENV_PREFIX)
+    if settings is None:
+        return EXIT_USAGE
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    from gpuscale_gateway.server import CannotListen, bind, serve
+
+    try:
+        sockets = bind(settings)
+    except CannotListen as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    return serve(settings, sockets)
+
+
+def build_parser(prog: str = "python -m gpuscale_gateway") -> argparse.ArgumentParser:
+    parser = OneLineErrorParser(
+        prog=prog,
+        description="Queue every request in one FIFO queue and forward it to the replica with the fewest "
+        "outstanding requests, never more than its slots. Replicas come from --replicas or the admin API.",
+    )
+    add_arguments(parser)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    return run(parser.parse_args(argv), parser.prog)
