@@ -446,15 +446,15 @@ def machine() -> dict[str, Any]:
     }
 
 
-def update_doc(sections: dict[str, str]) -> None:
-    text = DOC.read_text()
+def update_doc(sections: dict[str, str], doc: Path = DOC) -> None:
+    text = doc.read_text()
     for name, body in sections.items():
         block = re.search(rf"<!-- bench:{name} -->\n.*?\n<!-- /bench:{name} -->", text, re.S)
         if block is None:
-            raise SystemExit(f"{DOC}: no <!-- bench:{name} --> block to fill")
+            raise SystemExit(f"{doc}: no <!-- bench:{name} --> block to fill")
         filled = f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
         text = text[: block.start()] + filled + text[block.end() :]
-    DOC.write_text(text)
+    doc.write_text(text)
 
 
 SECTIONS = ("serialization", "why-one-slot", "slot-efficiency", "overhead", "responsiveness")

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -62,9 +63,15 @@ def test_version() -> None:
     assert result.stdout.startswith("gpuscale ")
 
 
-def test_demo_runs_end_to_end() -> None:
-    result = run(GPUSCALE, "demo", "--requests", "5", "--seconds", "0.1", "--max-queue", "2")
+def test_demo_runs_end_to_end(tmp_path: Path) -> None:
+    plot = tmp_path / "demo.png"
+    root = Path(__file__).resolve().parents[2]
+    demo = ["demo", "--clients", "3", "--burst-seconds", "3", "--tail-seconds", "1", "--plot", str(plot)]
+    result = subprocess.run(
+        [GPUSCALE, *demo], capture_output=True, text=True, timeout=120, cwd=root, check=False
+    )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "3 answered one at a time in arrival order, 2 refused with 429" in result.stdout
-    assert "the 3 admitted   -> [200, 200, 200]" in result.stdout
-    assert "server exited with code 0" in result.stdout
+    assert "up: 2 waiting and no replica idle" in result.stdout
+    assert "failed 0" in result.stdout
+    assert f"Plot of replicas, queue and latency over time: {plot}" in result.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")
