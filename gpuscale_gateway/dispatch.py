@@ -116,10 +116,12 @@ class Dispatcher:
             return self.pick()
         return best
 
-    def pick_any(self) -> Replica | None:
+    def pick_any(self, avoid: Collection[Replica] = ()) -> Replica | None:
         """For requests that take no slot: the least-loaded ready replica, whatever its load."""
         best: Replica | None = None
         for replica in self.registry.ready:
+            if replica in avoid:
+                continue
             if (
                 best is None
                 or replica.outstanding < best.outstanding

@@ -341,8 +341,8 @@ class Proxy:
         tried: set[Replica] = set()
         reason = ""
         for _ in range(MAX_ATTEMPTS):
-            replica = self.dispatcher.pick_any()
-            if replica is None or replica in tried:
+            replica = self.dispatcher.pick_any(tried)
+            if replica is None:
                 break
             tried.add(replica)
             try:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LogLevel = Literal["critical", "error", "warning", "info", "debug"]
@@ -35,7 +35,7 @@ def check_url(url: str) -> str:
         port = parts.port
     except ValueError as exc:
         raise ValueError(f"not a URL: {url!r} ({exc})") from None
-    if parts.scheme != "http" or not parts.hostname:
+    if parts.scheme != "http" or not parts.hostname or not parts.hostname.isascii():
         raise ValueError(f"expected http://host:port, got {url!r}")
     if parts.path not in ("", "/") or parts.query or parts.fragment or parts.username:
         raise ValueError(f"expected http://host:port with no path, query or user, got {url!r}")
@@ -54,7 +54,11 @@ def parse_replicas(text: str) -> list[ReplicaSpec]:
         if not sep:
             url = check_url(item)
             name = url.removeprefix("http://")
-        specs.append(ReplicaSpec(name=name.strip(), url=url.strip()))
+        try:
+            specs.append(ReplicaSpec(name=name.strip(), url=url.strip()))
+        except ValidationError as exc:
+            reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in exc.errors())
+            raise ValueError(f"replica {item!r}: {reasons}") from None
     names = [spec.name for spec in specs]
     if len(set(names)) != len(names):
         raise ValueError(f"replica names must be unique, got {', '.join(names)}")
