@@ -24,7 +24,7 @@ class Outcome(StrEnum):
     TIMEOUT = "timeout"  # 503: no replica became free within the queue timeout
     UNAVAILABLE = "unavailable"  # 503: draining, or no ready replica for a request that takes no slot
     UPSTREAM_ERROR = "upstream_error"  # 502, or a response cut off mid-body
-    CLIENT_GONE = "client_gone"  # the client left while its request waited (or while it was relayed)
+    CLIENT_GONE = "client_gone"  # the client left while its request waited or its body was streamed
 
 
 class _Collector(Collector):
