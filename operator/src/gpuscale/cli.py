@@ -28,7 +28,7 @@ COMMANDS = {
         "run the gateway: one FIFO queue in front of one-slot replicas",
         "gpuscale_gateway.cli",
         "Queue every request in one FIFO queue and forward it to the replica with the fewest outstanding "
-        "requests, never more than its slots. Replicas come from --replica flags or the admin API.",
+        "requests, never more than its slots. Replicas come from --replicas or the admin API.",
     ),
     "serve": Command(
         "run the pod server: one model, one worker, a bounded queue",
