@@ -16,9 +16,9 @@ from starlette.types import Receive, Scope, Send
 
 from gpuscale_gateway.dispatch import Dispatcher
 from gpuscale_gateway.metrics import GatewayMetrics
-from gpuscale_gateway.proxy import send_error, send_json
 from gpuscale_gateway.registry import Registry
 from gpuscale_gateway.settings import ReplicaSpec
+from inference_app.asgi import read_body, send_error, send_json
 
 MAX_BODY_BYTES = 1 << 20
 
@@ -59,22 +59,6 @@ def _summary(exc: ValidationError) -> str:
     return "; ".join(
         f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in exc.errors(include_url=False)
     )
-
-
-async def _read_body(receive: Receive) -> bytes | None:
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise OverflowError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return b"".join(chunks)
 
 
 class Admin:
@@ -148,12 +132,12 @@ class Admin:
 
     async def _json_body(self, receive: Receive, send: Send) -> tuple[bool, Any]:
         """(True, the parsed body), or (False, None) once answered (413, 422) or when the client left."""
-        try:
-            raw = await _read_body(receive)
-        except OverflowError:
-            await send_error(send, 413, f"body larger than {MAX_BODY_BYTES} bytes")
+        read = await read_body(receive, MAX_BODY_BYTES)
+        if read is None:
             return False, None
-        if raw is None:
+        raw, complete = read
+        if not complete or len(raw) > MAX_BODY_BYTES:
+            await send_error(send, 413, f"body larger than {MAX_BODY_BYTES} bytes")
             return False, None
         try:
             return True, json.loads(raw)

@@ -8,11 +8,9 @@ one queue decision and one upstream exchange.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import time
 from collections.abc import Collection
-from typing import Any
 
 from starlette.types import Receive, Scope, Send
 
@@ -28,11 +26,10 @@ from gpuscale_gateway.upstream import (
     ResponseFailed,
     SendFailed,
 )
+from inference_app.asgi import Headers, read_body, send_error, wait_disconnect
 from inference_app.infer import NOT_ADMITTED
 
 log = logging.getLogger("gpuscale_gateway")
-
-Headers = list[tuple[bytes, bytes]]
 
 HOP_BY_HOP = frozenset(
     {
@@ -73,19 +70,6 @@ class Retry(Exception):
         self.counts = counts
 
 
-async def send_json(send: Send, status: int, payload: Any, headers: Headers | None = None) -> None:
-    body = json.dumps(payload).encode()
-    start: Headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
-    if headers:
-        start.extend(headers)
-    await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": body})
-
-
-async def send_error(send: Send, status: int, message: str, headers: Headers | None = None) -> None:
-    await send_json(send, status, {"error": message}, headers)
-
-
 def _connection_tokens(headers: Headers) -> frozenset[bytes]:
     """Header names a Connection header marks as hop-by-hop for this message."""
     tokens: set[bytes] = set()
@@ -93,12 +77,6 @@ def _connection_tokens(headers: Headers) -> frozenset[bytes]:
         if name == b"connection":
             tokens.update(t.strip().lower() for t in value.split(b","))
     return frozenset(tokens)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    # The body has been read, so what comes next is the disconnect.
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 class Request:
@@ -173,22 +151,10 @@ class Proxy:
         if length > self.buffer_bytes:
             complete = False  # known to be too large: streamed after dispatch, unread until then
         elif length > 0 or chunked:
-            chunks: list[bytes] = []
-            size = 0
-            while True:
-                message = await receive()
-                if message["type"] == "http.disconnect":
-                    return None
-                chunk = message.get("body", b"")
-                if chunk:
-                    chunks.append(chunk)
-                    size += len(chunk)
-                if not message.get("more_body", False):
-                    break
-                if size > self.buffer_bytes:
-                    complete = False
-                    break
-            body = chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            read = await read_body(receive, self.buffer_bytes)
+            if read is None:
+                return None
+            body, complete = read
         if complete:
             if body or length >= 0 or chunked:
                 lines.append(b"content-length: %d\r\n" % len(body))
@@ -306,7 +272,7 @@ class Proxy:
         def watch() -> None:
             nonlocal watcher
             if not waiter.future.done():
-                watcher = loop.create_task(_wait_disconnect(receive))
+                watcher = loop.create_task(wait_disconnect(receive))
                 watcher.add_done_callback(client_left)
 
         timer = loop.call_later(WATCH_AFTER_SECONDS, watch) if request.complete else None

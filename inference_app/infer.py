@@ -16,8 +16,9 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 from pydantic.json_schema import models_json_schema
 from pydantic_core import to_json
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
+from inference_app.asgi import Headers, error_body, read_body, send_json, wait_disconnect
 from inference_app.metrics import Outcome
 from inference_app.models import ModelOutput
 from inference_app.protocol import ErrorResponse, InferenceResponse, ValidationErrorResponse
@@ -31,20 +32,6 @@ MAX_BODY_BYTES = 64 * 1024 * 1024
 # On a 429 or 503 that refused the request before the model saw it: a gateway may safely send the
 # same request to another replica.
 NOT_ADMITTED = b"gpuscale-not-admitted"
-
-Headers = list[tuple[bytes, bytes]]
-
-
-async def send_json(send: Send, status: int, payload: bytes, headers: Headers | None = None) -> None:
-    start: Headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(payload))]
-    if headers:
-        start += headers
-    await send({"type": "http.response.start", "status": status, "headers": start})
-    await send({"type": "http.response.body", "body": payload})
-
-
-def error_body(message: str) -> bytes:
-    return to_json({"error": message})
 
 
 def body_errors(exc: ValidationError) -> tuple[str, list[dict[str, Any]]]:
@@ -66,30 +53,6 @@ def _is_json(headers: Headers) -> tuple[bool, str]:
     return False, ""
 
 
-async def _read_body(receive: Receive) -> bytes | None:
-    """The whole body, or None when the client left first. Raises OverflowError past MAX_BODY_BYTES."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            return None
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise OverflowError
-        chunks.append(chunk)
-        if not message.get("more_body", False):
-            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
-
-async def _wait_disconnect(receive: Receive) -> None:
-    # The body has been read, so the next message can only be the disconnect (or the end of the response).
-    message: Message = await receive()
-    while message["type"] != "http.disconnect":
-        message = await receive()
-
-
 class InferEndpoint:
     def __init__(self, runtime: PodRuntime) -> None:
         self.runtime = runtime
@@ -109,13 +72,13 @@ class InferEndpoint:
         metrics = runtime.metrics
         if scope["method"] != "POST":
             return await send_json(send, 405, error_body("use POST"), [(b"allow", b"POST")])
-        try:
-            body = await _read_body(receive)
-        except OverflowError:
+        read = await read_body(receive, MAX_BODY_BYTES)
+        if read is None:
+            return None  # the client left before it finished sending
+        body, complete = read
+        if not complete or len(body) > MAX_BODY_BYTES:
             metrics.count(Outcome.INVALID)
             return await send_json(send, 413, error_body(f"body larger than {MAX_BODY_BYTES >> 20} MiB"))
-        if body is None:
-            return None  # the client left before it finished sending
         name = scope["path"][len(PREFIX) : -len(SUFFIX)]
         if name != self.served:
             metrics.count(Outcome.NOT_FOUND)
@@ -162,7 +125,7 @@ class InferEndpoint:
             if not watcher.cancelled():
                 left.append(queue.cancel(ticket))
 
-        watcher = asyncio.get_running_loop().create_task(_wait_disconnect(receive))
+        watcher = asyncio.get_running_loop().create_task(wait_disconnect(receive))
         watcher.add_done_callback(client_left)
         try:
             output = await ticket.future
