@@ -115,6 +115,7 @@ class Proxy:
         self.draining = False
         self.passthrough = 0  # requests that take no slot, being forwarded now
         self.active: set[Connection] = set()  # exchanges in progress, for a forced stop
+        self.stopped: str | None = None  # why, after a forced stop
         dispatcher.on_assign = self._send_on_assign
 
     # the client's request
@@ -323,11 +324,12 @@ class Proxy:
         await send_error(send, 503, message, [(b"retry-after", b"1")])
 
     def abort_active(self, reason: str) -> int:
-        """Give up on every exchange in progress (a forced stop); how many there were."""
-        active = list(self.active)
-        for conn in active:
+        """Give up on every exchange in progress (a forced stop); how many there were. One still
+        connecting is given up as soon as it has its connection."""
+        self.stopped = reason
+        for conn in list(self.active):
             conn.abort(reason)
-        return len(active)
+        return self.dispatcher.inflight + self.passthrough
 
 
 class Exchange:
@@ -382,6 +384,8 @@ class Exchange:
                 raise Retry(f"replica {name}: {exc}", counts=False) from None
             proxy.active.add(conn)
             conn.begin(request.head_only)
+            if proxy.stopped is not None:
+                conn.abort(proxy.stopped)
         metrics = proxy.metrics
         try:
             if self.pre_sent:
