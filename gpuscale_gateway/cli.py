@@ -26,7 +26,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gpuscale_gateway.server import CannotListen, bind, serve
+    from gpuscale_gateway.server import bind, serve
+    from inference_app.server import CannotListen
 
     try:
         sockets = bind(settings)

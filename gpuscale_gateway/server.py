@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
@@ -24,7 +23,7 @@ from gpuscale_gateway.proxy import Proxy
 from gpuscale_gateway.registry import Registry
 from gpuscale_gateway.settings import GatewaySettings
 from inference_app.exit_codes import EXIT_DRAIN_INCOMPLETE, EXIT_OK
-from inference_app.server import DrainingServer, listen
+from inference_app.server import CannotListen, DrainingServer, address, listen, server_config
 
 log = logging.getLogger("gpuscale_gateway")
 
@@ -183,35 +182,18 @@ class GatewayServer(DrainingServer):
             yield
 
 
-def _address(sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
-
-
 def listening_line(settings: GatewaySettings, client: socket.socket, admin: socket.socket) -> str:
     return (
-        f"gateway listening on {_address(client)} (admin {_address(admin)}, queue {settings.max_queue}, "
+        f"gateway listening on {address(client)} (admin {address(admin)}, queue {settings.max_queue}, "
         f"prefetch {settings.prefetch})"
     )
 
 
-class CannotListen(Exception):
-    """A listening socket could not be bound (busy port, bad address); the message says which."""
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    try:
-        return listen(host, port)
-    except OSError as exc:
-        reason = os.strerror(exc.errno) if exc.errno else str(exc)
-        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from exc
-
-
 def bind(settings: GatewaySettings) -> tuple[socket.socket, socket.socket]:
     """Both listening sockets, bound before serving (a busy port is a clear error, port 0 reportable)."""
-    client = _listen(settings.host, settings.port)
+    client = listen(settings.host, settings.port)
     try:
-        admin = _listen(settings.admin_host, settings.admin_port)
+        admin = listen(settings.admin_host, settings.admin_port)
     except CannotListen:
         client.close()
         raise
@@ -228,21 +210,8 @@ def server_for(
 ) -> GatewayServer:
     settings = gateway.settings
     gateway.admin_port = admin.getsockname()[1]
-    config = uvicorn.Config(
-        gateway,
-        workers=1,
-        loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
-        ws="none",
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # X-Forwarded-For is the proxy's own job
-        server_header=False,  # the replica's Server and Date headers pass through
-        date_header=False,
-        log_config=None,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,  # only after the drain, which has answered everything
-    )
+    # No Server or Date header of its own: the replica's pass through.
+    config = server_config(gateway, settings.log_level, ws="none", server_header=False, date_header=False)
     return GatewayServer(config, gateway, listening_line(settings, client, admin), handle_signals)
 
 
@@ -285,7 +254,7 @@ async def running(
             raise RuntimeError("the gateway stopped while starting")
         await asyncio.sleep(0.005)
     try:
-        yield RunningGateway(gateway, server, _address(client), _address(admin))
+        yield RunningGateway(gateway, server, address(client), address(admin))
     finally:
         server.should_exit = True
         await task

@@ -77,7 +77,7 @@ def settings_from_args(
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
-    from inference_app.server import listen, serve
+    from inference_app.server import CannotListen, listen, serve
 
     settings = settings_from_args(args, ServerSettings, prog)
     if settings is None:
@@ -93,11 +93,8 @@ def run(args: argparse.Namespace, prog: str) -> int:
         return EXIT_USAGE
     try:
         sock = listen(settings.host, settings.port)
-    except OSError as exc:
-        print(
-            f"{prog}: error: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-            file=sys.stderr,
-        )
+    except CannotListen as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     return serve(settings, sock, model)
 

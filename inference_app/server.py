@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 import sys
@@ -67,36 +68,54 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(self.runtime.on_signal, signal.Signals(sig).name)
 
 
+class CannotListen(Exception):
+    """A listening socket could not be bound (busy port, bad address); the message says which."""
+
+
 def listen(host: str, port: int) -> socket.socket:
     """Bind before serving, so a busy port is a clear CLI error and `--port 0` can report its port."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=2048)
+    try:
+        return socket.create_server((host, port), family=family, backlog=2048)
+    except OSError as exc:
+        reason = os.strerror(exc.errno) if exc.errno else str(exc)
+        raise CannotListen(f"cannot listen on {host}:{port}: {reason}") from exc
+
+
+def address(sock: socket.socket) -> str:
+    """The URL a listening socket serves, e.g. `http://127.0.0.1:8000` or `http://[::1]:8000`."""
+    host, port = sock.getsockname()[:2]
+    return f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+
+
+def server_config(app: Any, log_level: str, **options: Any) -> uvicorn.Config:
+    """uvicorn as both our servers run it: one worker, uvloop and httptools when installed, no access
+    log and no proxy-header parsing on the request path, our own logging set-up."""
+    return uvicorn.Config(
+        app,
+        workers=1,
+        loop="auto",
+        http="auto",
+        lifespan="on",
+        access_log=False,
+        proxy_headers=False,
+        log_config=None,
+        log_level=log_level,
+        timeout_graceful_shutdown=5,  # only after our drain, which has already answered everything
+        **options,
+    )
 
 
 def serve(settings: ServerSettings, sock: socket.socket, model: Model[Any], **uvicorn_options: Any) -> int:
     app = create_app(settings, model)
     runtime: PodRuntime = app.state.runtime
-    config = uvicorn.Config(
-        app,
-        workers=1,
-        loop="auto",  # uvloop when installed
-        http="auto",  # httptools when installed
-        lifespan="on",
-        access_log=False,
-        proxy_headers=False,  # the pod reads no client addresses; one layer less on every request
-        log_config=None,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=5,  # only after our drain, which has already answered everything
-        **uvicorn_options,
-    )
+    config = server_config(app, settings.log_level, **uvicorn_options)
     DrainingServer(config, runtime, listening_line(settings, sock)).run(sockets=[sock])
     return runtime.exit_code
 
 
 def listening_line(settings: ServerSettings, sock: socket.socket) -> str:
-    host, port = sock.getsockname()[:2]
-    shown = host if ":" not in host else f"[{host}]"
     return (
-        f"listening on http://{shown}:{port} (model {settings.model} as {settings.served_name!r}, "
+        f"listening on {address(sock)} (model {settings.model} as {settings.served_name!r}, "
         f"{settings.slots} slot(s), queue {settings.max_queue})"
     )
