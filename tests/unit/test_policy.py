@@ -168,7 +168,6 @@ states = st.builds(
     PolicyState,
     samples=st.lists(st.tuples(times, st.floats(0, 50)), max_size=30).map(lambda s: tuple(sorted(s))),
     last_scale_up=st.none() | times,
-    last_scale_down=st.none() | times,
     below_since=st.none() | times,
     last_busy=st.none() | times,
 )

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,24 +31,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace, prog: str = "gpuscale demo") -> int:
-    from gpuscale.spec import ManifestError, load_service
+    from gpuscale.control.local_cli import load_manifest
+    from inference_app.exit_codes import EXIT_USAGE
 
     if not Path(args.manifest).exists() and args.manifest == DEFAULT_MANIFEST:
         print(
-            f"{prog}: error: {DEFAULT_MANIFEST} not found: run from the repository root, or pass --manifest"
+            f"{prog}: error: {DEFAULT_MANIFEST} not found: run from the repository root, or pass --manifest",
+            file=sys.stderr,
         )
-        return 2
+        return EXIT_USAGE
     if args.clients < 1 or args.burst_seconds <= 0 or args.tail_seconds <= 0:
         print(
             f"{prog}: error: --clients, --burst-seconds and --tail-seconds must be positive", file=sys.stderr
         )
-        return 2
-    try:
-        service = load_service(args.manifest)
-    except ManifestError as exc:
-        for problem in exc.problems:
-            print(f"{prog}: error: {exc.source}: {problem}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    service = load_manifest(args.manifest, prog)
+    if service is None:
+        return EXIT_USAGE
     result = asyncio.run(_demo(service, args))
     print()
     print(result.report())
@@ -81,7 +79,7 @@ async def _demo(service: GpuInferenceService, args: argparse.Namespace) -> LoadR
         while loop.last is None or loop.last.observation.ready < spec.autoscaling.min_replicas:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
         url = f"{local.url}/v2/models/sleep/infer"
-        body = json.dumps({}).encode()
+        body = b"{}"  # the model's default job length
         view.note(
             f"Gateway at {local.url}. Sending {args.clients} clients for {args.burst_seconds:g} s, "
             f"then 1 client for {args.tail_seconds:g} s more:"

@@ -10,11 +10,11 @@ from typing import TextIO
 from gpuscale.control.loop import TickReport
 
 
-def status_line(report: TickReport, elapsed: float) -> str:
+def status_line(report: TickReport) -> str:
     obs = report.observation
     load = "load unknown" if obs.queued is None else f"queued {obs.queued:>3g}  running {obs.running:>3g}"
     starting = f" + {obs.starting} starting" if obs.starting else ""
-    return f"{elapsed:7.1f} s  replicas {obs.ready} ready{starting} (want {report.decision.desired})  {load}"
+    return f"replicas {obs.ready} ready{starting} (want {report.decision.desired})  {load}"
 
 
 def decision_line(report: TickReport, elapsed: float) -> str:
@@ -52,13 +52,13 @@ class LiveView:
             self.note(decision_line(report, elapsed))
         if report.error:
             self.note(f"{elapsed:7.1f} s  error: {report.error}")
-        status = status_line(report, elapsed)
-        changed = status.split("  ", 1)[1] != self._last_status.split("  ", 1)[-1]
+        status = status_line(report)
+        changed = status != self._last_status
         self._last_status = status
         if self.tty:
             self._clear()
-            self.stream.write(status)
+            self.stream.write(f"{elapsed:7.1f} s  {status}")
             self._status_shown = True
             self.stream.flush()
         elif changed:
-            self.note(status)
+            self.note(f"{elapsed:7.1f} s  {status}")

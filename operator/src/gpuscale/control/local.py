@@ -15,7 +15,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import httpx
 
@@ -67,8 +67,6 @@ class LocalReplica:
     gpus: tuple[str, ...]
     process: PodProcess
     phase: Phase = "starting"
-    url: str | None = None
-    started_at: float = field(default_factory=time.monotonic)
     task: asyncio.Task[None] | None = None
 
 
@@ -102,9 +100,7 @@ class LocalBackend:
 
     def replicas(self) -> list[ReplicaStatus]:
         self._reap()
-        return [
-            ReplicaStatus(r.name, r.phase, r.url) for r in self._replicas.values() if r.phase != "stopping"
-        ]
+        return [ReplicaStatus(r.name, r.phase) for r in self._replicas.values() if r.phase != "stopping"]
 
     def _reap(self) -> None:
         for replica in list(self._replicas.values()):
@@ -174,7 +170,6 @@ class LocalBackend:
         try:
             url = await asyncio.to_thread(replica.process.wait_listening, self.start_timeout)
             await self._wait_ready(replica, url)
-            replica.url = url
             await self.gateway.register(replica.name, url, self.service.spec.slots_per_replica)
         except (PodStartError, GatewayUnavailable) as exc:
             self._start_failed(replica, str(exc))

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import TYPE_CHECKING
 
-EXIT_USAGE = 2
+if TYPE_CHECKING:
+    from gpuscale.spec import GpuInferenceService
+
+from inference_app.exit_codes import EXIT_USAGE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -26,16 +30,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--echo", action="store_true", help="show the gateway's and replicas' own logs")
 
 
-def run(args: argparse.Namespace, prog: str) -> int:
-    import asyncio
-
+def load_manifest(path: str, prog: str) -> GpuInferenceService | None:
+    """The service in `path`, or None after one `PROG: error:` line per problem on stderr."""
     from gpuscale.spec import ManifestError, load_service
 
     try:
-        service = load_service(args.manifest)
+        return load_service(path)
     except ManifestError as exc:
         for problem in exc.problems:
             print(f"{prog}: error: {exc.source}: {problem}", file=sys.stderr)
+        return None
+
+
+def run(args: argparse.Namespace, prog: str) -> int:
+    import asyncio
+
+    service = load_manifest(args.manifest, prog)
+    if service is None:
         return EXIT_USAGE
     if not 0 <= args.port <= 65535:
         print(f"{prog}: error: --port must be 0..65535, not {args.port}", file=sys.stderr)
@@ -43,16 +54,14 @@ def run(args: argparse.Namespace, prog: str) -> int:
     return asyncio.run(_run(service, args, prog))
 
 
-async def _run(service: object, args: argparse.Namespace, prog: str) -> int:
+async def _run(service: GpuInferenceService, args: argparse.Namespace, prog: str) -> int:
     import asyncio
     import signal
 
     from gpuscale.control.live import LiveView
     from gpuscale.control.service import LocalService
     from gpuscale.podproc import PodStartError
-    from gpuscale.spec import GpuInferenceService
 
-    assert isinstance(service, GpuInferenceService)
     view = LiveView()
     local = LocalService(
         service,

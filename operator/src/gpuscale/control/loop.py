@@ -31,7 +31,6 @@ Phase = Literal["starting", "ready", "stopping"]
 class ReplicaStatus:
     name: str
     phase: Phase
-    url: str | None = None
 
 
 class Backend(Protocol):

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from typing import Any
 
 from gpuscale.spec import AutoscalingSpec
@@ -56,7 +56,6 @@ class PolicyState:
 
     samples: tuple[tuple[float, float], ...] = ()  # (time, outstanding), newest last, stable window long
     last_scale_up: float | None = None
-    last_scale_down: float | None = None
     below_since: float | None = None  # since when `want` has been below the replica count
     last_busy: float | None = None  # last time anything was outstanding
 
@@ -66,7 +65,7 @@ class PolicyState:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> PolicyState:
         samples = tuple((float(t), float(v)) for t, v in data.get("samples", ()))
-        known = {k: data.get(k) for k in ("last_scale_up", "last_scale_down", "below_since", "last_busy")}
+        known = {k: data.get(k) for k in ("last_scale_up", "below_since", "last_busy")}
         return cls(samples=samples, **known)
 
 
@@ -76,8 +75,6 @@ class Decision:
     reason: str
     kind: str  # "up", "down", "hold", "wait" (a lower count is wanted; the delay runs), "no-data", "fixed"
     state: PolicyState
-    want: int | None = None  # the count the load asks for, before delays and rates
-    averages: dict[str, float] = field(default_factory=dict)
 
 
 def mean_since(samples: Iterable[tuple[float, float]], since: float) -> float | None:
@@ -102,21 +99,20 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
     now = obs.time
     current = obs.replicas
     if fixed is not None:
-        return Decision(fixed, f"autoscaling off: {_n(fixed)} as set", "fixed", state, want=fixed)
+        return Decision(fixed, f"autoscaling off: {_n(fixed)} as set", "fixed", state)
 
     outstanding = obs.outstanding
     if outstanding is None:
         # Bounds still hold (a lowered maxReplicas applies at once); the load cannot lower anything.
         desired = clamp(current, spec)
         reason = f"no load data; holding at {_n(desired)}"
-        return Decision(desired, reason, "no-data", replace(state, below_since=None), want=None)
+        return Decision(desired, reason, "no-data", replace(state, below_since=None))
 
     horizon = now - spec.stable_window_seconds
     samples = (*(s for s in state.samples if horizon < s[0] < now), (now, outstanding))
     last_busy = now if outstanding > 0 else state.last_busy
     burst_avg = mean_since(samples, now - spec.burst_window_seconds) or 0.0
     stable_avg = mean_since(samples, horizon) or 0.0
-    averages = {"now": outstanding, "burst": burst_avg, "stable": stable_avg}
     target = spec.target_per_replica
     want = max(replicas_for(burst_avg, target), replicas_for(stable_avg, target))
     burst = obs.queued is not None and obs.queued > 0 and obs.idle == 0
@@ -128,7 +124,7 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
     load = f"{outstanding:g} outstanding ({obs.queued:g} queued, {obs.running:g} running)"
 
     if want > current:
-        if by_load < want and by_load <= current:
+        if by_load <= current:
             why = f"minReplicas {spec.min_replicas}"
         elif burst:
             why = f"{obs.queued:g} waiting and no replica idle: {load}"
@@ -137,21 +133,17 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
         reason = f"{why}: {current} → {want}"
         if want == spec.max_replicas and replicas_for(outstanding, target) > want:
             reason += f" (maxReplicas {spec.max_replicas})"
-        return Decision(
-            want, reason, "up", replace(state, last_scale_up=now, below_since=None), want, averages
-        )
+        return Decision(want, reason, "up", replace(state, last_scale_up=now, below_since=None))
 
     if want == current:
         reason = (
             f"steady at {_n(current)}: {load}, average {stable_avg:.2f} over {spec.stable_window_seconds:g} s"
         )
-        return Decision(current, reason, "hold", replace(state, below_since=None), want, averages)
+        return Decision(current, reason, "hold", replace(state, below_since=None))
 
     if current > spec.max_replicas:
         reason = f"{current} is above maxReplicas {spec.max_replicas}: {current} → {spec.max_replicas}"
-        return Decision(
-            spec.max_replicas, reason, "down", replace(state, last_scale_down=now), want, averages
-        )
+        return Decision(spec.max_replicas, reason, "down", state)
 
     below_since = state.below_since if state.below_since is not None else now
     state = replace(state, below_since=below_since)
@@ -164,7 +156,7 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
             f"load averaged {stable_avg:.2f} over {spec.stable_window_seconds:g} s wants {_n(want)}; "
             f"holding {current} for {left:.0f} s more (scaleDownDelaySeconds {delay:g})"
         )
-        return Decision(current, reason, "wait", state, want, averages)
+        return Decision(current, reason, "wait", state)
 
     # From one replica the rate allows zero; whether zero is allowed is the idle rule's to say.
     floor = math.ceil(current / spec.max_scale_down_rate - _EPSILON) if current > 1 else 0
@@ -177,7 +169,7 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
             f"idle {idle_for:.0f} s: to zero after {spec.scale_to_zero_after_seconds:g} s without a "
             f"request ({left:.0f} s more)"
         )
-        return Decision(1, reason, "wait", state, want, averages)
+        return Decision(1, reason, "wait", state)
     if desired == 0:
         reason = f"no request for {spec.scale_to_zero_after_seconds:g} s or more: 1 → 0"
     else:
@@ -187,4 +179,4 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
         )
         if desired > want:
             reason += f" (at most ÷{spec.max_scale_down_rate:g} per step)"
-    return Decision(desired, reason, "down", replace(state, last_scale_down=now), want, averages)
+    return Decision(desired, reason, "down", state)
