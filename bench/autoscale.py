@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import random
-import shutil
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -25,12 +24,23 @@ import httpx
 from gpuscale.control.loop import TickReport
 from gpuscale.control.service import LocalService
 from gpuscale.loadgen import generate
-from gpuscale.loadstats import LoadResult, LoadSpec
+from gpuscale.loadstats import LoadSpec
 from gpuscale.plot import plot_runs
 from gpuscale.podproc import GatewayProcess, PodProcess
 from gpuscale.spec import GpuInferenceService, parse_service
 
-from bench.pod_server import SLEEP_INFER, hey, log, machine, ms, pct, sleep_body, table, update_doc, wrk
+from bench.pod_server import (
+    SLEEP_INFER,
+    hey,
+    log,
+    missing_tool,
+    ms,
+    pct,
+    run_sections,
+    sleep_body,
+    table,
+    wrk,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "autoscaling-bench.md"
@@ -314,9 +324,13 @@ async def scale_down_run(burst_clients: int, burst_seconds: float, tail_seconds:
         spared = [name for r in reports for name in r.spared]
         peak = max(r.observation.ready for r in reports)
         final = reports[-1].observation.ready
-        merged = LoadResult(tail.spec, sorted(burst.records + tail.records, key=lambda r: r.start),
-                            tail.samples, tail.wall_seconds)  # fmt: skip
-        return {"result": merged, "stopped": stopped, "spared": spared, "peak": peak, "final": final}
+        return {
+            "result": tail.with_requests_of(burst),
+            "stopped": stopped,
+            "spared": spared,
+            "peak": peak,
+            "final": final,
+        }
 
     run: dict[str, Any] = await with_service(service, body)
     return run
@@ -356,16 +370,6 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
 }
 
 
-def _plain(value: Any) -> Any:
-    if isinstance(value, LoadResult):
-        return value.summary()
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    return value
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -373,29 +377,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
     parser.add_argument("--print-only", action="store_true", help="write neither the results nor the doc")
     args = parser.parse_args(argv)
-    for tool in ("hey", "wrk", "taskset"):
-        if shutil.which(tool) is None:
-            print(f"bench: {tool} not found; run `make tools`", file=sys.stderr)
-            return 2
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = machine()
-    sections = {}
-    for name, section in SECTIONS.items():
-        if args.only and name not in args.only:
-            continue
-        result = section()
-        results[name] = _plain(result)
-        sections[name] = result["markdown"]
-        print(f"\n## {name}\n\n{result['markdown']}\n", flush=True)
-    m = results["machine"]
-    sections["machine"] = (
-        f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}."
-    )
-    if not args.print_only:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        update_doc(sections, DOC)
-        log(f"wrote {RESULTS.relative_to(ROOT)} and the tables in {DOC.relative_to(ROOT)}")
+    if tool := missing_tool():
+        print(f"bench: {tool} not found; run `make tools`", file=sys.stderr)
+        return 2
+    chosen = {name: run for name, run in SECTIONS.items() if not args.only or name in args.only}
+    run_sections(chosen, RESULTS, DOC, args.print_only)
     return 0
 
 

@@ -457,6 +457,34 @@ def update_doc(sections: dict[str, str], doc: Path = DOC) -> None:
     doc.write_text(text)
 
 
+def missing_tool() -> str | None:
+    """The first load tool the benchmarks need that is not installed."""
+    return next((tool for tool in ("hey", "wrk", "taskset") if shutil.which(tool) is None), None)
+
+
+def run_sections(
+    runs: dict[str, Callable[[], dict[str, Any]]], results_path: Path, doc: Path, print_only: bool
+) -> None:
+    """Run each section and print its table; unless `print_only`, record the figures (beside those of
+    sections not run this time) and fill the doc's `<!-- bench:NAME -->` blocks."""
+    results: dict[str, Any] = json.loads(results_path.read_text()) if results_path.exists() else {}
+    results["machine"] = m = machine()
+    sections = {}
+    for key, run in runs.items():
+        result = run()
+        results[key] = result
+        sections[key] = result["markdown"]
+        print(f"\n## {key}\n\n{result['markdown']}\n", flush=True)
+    sections["machine"] = (
+        f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}."
+    )
+    if not print_only:
+        results_path.parent.mkdir(parents=True, exist_ok=True)
+        results_path.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
+        update_doc(sections, doc)
+        log(f"wrote {results_path.relative_to(ROOT)} and the tables in {doc.relative_to(ROOT)}")
+
+
 SECTIONS = ("serialization", "why-one-slot", "slot-efficiency", "overhead", "responsiveness")
 
 
@@ -474,16 +502,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--print-only", action="store_true", help="write neither the results file nor docs/why-one-slot.md"
     )
     args = parser.parse_args(argv)
-    for tool in ("hey", "wrk", "taskset"):
-        if shutil.which(tool) is None:
-            print(
-                f"bench: {tool} not found; run `make tools` (Debian: apt-get install hey wrk)",
-                file=sys.stderr,
-            )
-            return 2
+    if tool := missing_tool():
+        print(f"bench: {tool} not found; run `make tools` (Debian: apt-get install hey wrk)", file=sys.stderr)
+        return 2
     only = set(args.only or SECTIONS)
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = machine()
     cpus = None if args.no_pin else SERVER_CPU
     note = "one CPU core" if cpus is not None else "the GPU" if args.backend == "torch" else "all cores"
     runs: dict[str, Callable[[], dict[str, Any]]] = {
@@ -493,24 +515,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "overhead": overhead,
         "responsiveness": responsiveness,
     }
-    sections = {}
-    for name in SECTIONS:
-        if name not in only:
-            continue
-        result = runs[name]()
-        key = name if name != "why-one-slot" or args.backend == "numpy" else f"{name}-{args.backend}"
-        results[key] = result
-        sections[key] = result["markdown"]
-        print(f"\n## {key}\n\n{result['markdown']}\n", flush=True)
-    m = results["machine"]
-    sections["machine"] = (
-        f"Measured on {m['date']}: {m['cpu']}, {m['cores']} cores, Linux {m['kernel']}, Python {m['python']}."
-    )
-    if not args.print_only:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        update_doc(sections)
-        log(f"wrote {RESULTS.relative_to(ROOT)} and the tables in {DOC.relative_to(ROOT)}")
+    # A torch run of "why one slot" is kept beside the numpy one, not over it.
+    torch_key = {"why-one-slot": f"why-one-slot-{args.backend}"} if args.backend != "numpy" else {}
+    chosen = {torch_key.get(name, name): runs[name] for name in SECTIONS if name in only}
+    run_sections(chosen, RESULTS, DOC, args.print_only)
     return 0
 
 

@@ -194,3 +194,14 @@ def test_poisson_arrivals_are_reproducible_with_a_seed_and_have_the_right_mean()
 def test_arrival_rate_must_be_positive() -> None:
     with pytest.raises(ValueError, match="rate must be positive"):
         next(arrival_times(0.0))
+
+
+def test_concurrent_runs_combine_their_requests_and_keep_the_first_runs_samples() -> None:
+    sample = MetricsSample(t=0.5, values={"gpuscale_queue_depth": 2.0})
+    steady = LoadResult(LoadSpec(URL), [record(200, start=0.0), record(200, start=2.0)], [sample], 3.0)
+    burst = LoadResult(LoadSpec(URL), [record(429, start=1.0)], [], 1.5)
+    both = steady.with_requests_of(burst)
+    assert [r.start for r in both.records] == [0.0, 1.0, 2.0]
+    assert (both.samples, both.wall_seconds, both.spec) == ([sample], 3.0, steady.spec)
+    assert both.summary()["rejected"] == 1
+    assert len(steady.records) == 2  # the runs combined are left as they were

@@ -65,7 +65,7 @@ async def _demo(service: GpuInferenceService, args: argparse.Namespace) -> LoadR
     from gpuscale.control.live import LiveView
     from gpuscale.control.service import LocalService
     from gpuscale.loadgen import generate
-    from gpuscale.loadstats import LoadResult, LoadSpec
+    from gpuscale.loadstats import LoadSpec
 
     spec = service.spec
     view = LiveView()
@@ -93,5 +93,4 @@ async def _demo(service: GpuInferenceService, args: argparse.Namespace) -> LoadR
         )
         view.note("Load done; draining (every accepted request is answered) and stopping.")
         await local.drain()
-    records = sorted(burst.records + tail.records, key=lambda r: r.start)
-    return LoadResult(tail.spec, records, tail.samples, tail.wall_seconds, tail.metrics_url)
+    return tail.with_requests_of(burst)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 DEFAULT_REQUESTS = 200  # like hey, when neither a count nor a duration is given
@@ -86,6 +86,12 @@ class LoadResult:
 
     def ok(self) -> list[RequestRecord]:
         return [r for r in self.records if 200 <= r.status < 300]
+
+    def with_requests_of(self, *others: LoadResult) -> LoadResult:
+        """This run with the requests of runs started at the same moment (a burst on top of a steady
+        client, say); the metrics samples and the wall time stay this run's."""
+        records = sorted([r for run in (self, *others) for r in run.records], key=lambda r: r.start)
+        return replace(self, records=records)
 
     def summary(self) -> dict[str, float | int]:
         """Counts, and the latency figures (seconds) of the 2xx answers: a refusal's few milliseconds
