@@ -4,19 +4,23 @@ forwarding, the queue's answers, retries, the admin API, metrics and the drain."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
 from gpuscale.promtext import parse_samples
 
 from gpuscale_gateway.registry import State
+from gpuscale_gateway.server import RunningGateway
 from inference_app.exit_codes import EXIT_DRAIN_INCOMPLETE, EXIT_OK
 from tests.unit.test_gateway_fakes import (
     FakeReplica,
     Handler,
     Received,
+    chunked_in_two,
     client,
     gateway,
     json_handler,
@@ -35,6 +39,24 @@ def held(gate: asyncio.Event, payload: object = None) -> Handler:
         writer.write(response_bytes(200, body, [("content-type", "application/json")]))
 
     return handle
+
+
+Jobs = list[asyncio.Task[httpx.Response]]
+Held = tuple[RunningGateway, httpx.AsyncClient, asyncio.Event, asyncio.Event, Jobs]
+
+
+@contextlib.asynccontextmanager
+async def one_running_rest_queued(count: int, **settings: Any) -> AsyncIterator[Held]:
+    """`count` requests sent to a gateway over one held replica: one runs, the rest wait in the queue.
+    Yields the gateway, its client, the gate that releases the replica, an event set when the gateway
+    asks to exit, and the requests' tasks."""
+    gate = asyncio.Event()
+    async with replicas(held(gate)) as fakes, gateway(fakes, **settings) as gw, client(gw.url) as c:
+        exited = asyncio.Event()
+        gw.gateway.on_exit_request(exited.set)
+        jobs = [asyncio.create_task(c.post(f"/{i}", json={})) for i in range(count)]
+        await wait_for(lambda: len(gw.gateway.dispatcher.queue) == count - 1)
+        yield gw, c, gate, exited, jobs
 
 
 async def metrics(admin_url: str) -> dict[str, float]:
@@ -242,14 +264,8 @@ async def test_every_replica_refusing_ends_in_502_after_a_few_attempts() -> None
 async def test_streamed_answers_reach_the_client_as_they_come() -> None:
     gate = asyncio.Event()
 
-    async def chunked(request: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-        await writer.drain()
-        await gate.wait()
-        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
-
     async with (
-        replicas(chunked) as fakes,
+        replicas(chunked_in_two(gate)) as fakes,
         gateway(fakes) as gw,
         client(gw.url) as c,
         c.stream("POST", "/s", json={}) as answer,
@@ -372,12 +388,7 @@ async def test_metrics_show_every_state_and_outcome_from_the_start() -> None:
 
 
 async def test_drain_answers_everything_queued_then_asks_to_exit() -> None:
-    gate = asyncio.Event()
-    async with replicas(held(gate)) as fakes, gateway(fakes) as gw, client(gw.url) as c:
-        exited = asyncio.Event()
-        gw.gateway.on_exit_request(exited.set)
-        jobs = [asyncio.create_task(c.post(f"/{i}", json={})) for i in range(3)]
-        await wait_for(lambda: len(gw.gateway.dispatcher.queue) == 2)
+    async with one_running_rest_queued(3) as (gw, c, gate, exited, jobs):
         gw.gateway.on_signal("SIGTERM")
         refused = await c.post("/late", json={})
         async with client(gw.admin_url) as admin:
@@ -393,12 +404,7 @@ async def test_drain_answers_everything_queued_then_asks_to_exit() -> None:
 
 
 async def test_a_drain_that_runs_out_of_time_answers_503_and_exits_4() -> None:
-    gate = asyncio.Event()
-    async with replicas(held(gate)) as fakes, gateway(fakes, drain_seconds=0.2) as gw, client(gw.url) as c:
-        exited = asyncio.Event()
-        gw.gateway.on_exit_request(exited.set)
-        jobs = [asyncio.create_task(c.post(f"/{i}", json={})) for i in range(2)]
-        await wait_for(lambda: len(gw.gateway.dispatcher.queue) == 1)
+    async with one_running_rest_queued(2, drain_seconds=0.2) as (gw, _, gate, exited, jobs):
         gw.gateway.on_signal("SIGTERM")
         answers = await asyncio.gather(*jobs)
         await asyncio.wait_for(exited.wait(), 5)
@@ -443,12 +449,7 @@ def test_replica_lists_name_bare_urls_by_host_and_port() -> None:
 
 
 async def test_a_second_signal_stops_at_once() -> None:
-    gate = asyncio.Event()
-    async with replicas(held(gate)) as fakes, gateway(fakes) as gw, client(gw.url) as c:
-        exited = asyncio.Event()
-        gw.gateway.on_exit_request(exited.set)
-        jobs = [asyncio.create_task(c.post(f"/{i}", json={})) for i in range(3)]
-        await wait_for(lambda: len(gw.gateway.dispatcher.queue) == 2)
+    async with one_running_rest_queued(3) as (gw, _, gate, exited, jobs):
         gw.gateway.on_signal("SIGTERM")
         gw.gateway.on_signal("SIGTERM")
         await asyncio.wait_for(exited.wait(), 5)

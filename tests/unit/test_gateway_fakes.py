@@ -55,6 +55,18 @@ def json_handler(
     return handle
 
 
+def chunked_in_two(gate: asyncio.Event) -> Handler:
+    """A handler that answers chunked: "first" at once, "second" and the end once `gate` is set."""
+
+    async def chunked(request: Received, writer: asyncio.StreamWriter) -> None:
+        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
+        await writer.drain()
+        await gate.wait()
+        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
+
+    return chunked
+
+
 @dataclass
 class FakeReplica:
     """An HTTP/1.1 server answering every request with `handler` (default: 200 {"ok": true})."""

@@ -10,7 +10,14 @@ import pytest
 
 from gpuscale_gateway import upstream
 from gpuscale_gateway.upstream import ConnectFailed, Connection, Pool, ResponseFailed, SendFailed, probe
-from tests.unit.test_gateway_fakes import FakeReplica, Received, json_handler, replicas, response_bytes
+from tests.unit.test_gateway_fakes import (
+    FakeReplica,
+    Received,
+    chunked_in_two,
+    json_handler,
+    replicas,
+    response_bytes,
+)
 
 GET = b"GET /x HTTP/1.1\r\nhost: t\r\n\r\n"
 
@@ -46,13 +53,7 @@ async def test_content_length_answers_and_keep_alive_reuse() -> None:
 async def test_chunked_answers_stream_piece_by_piece() -> None:
     gate = asyncio.Event()
 
-    async def chunked(request: Received, writer: asyncio.StreamWriter) -> None:
-        writer.write(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nfirst\r\n")
-        await writer.drain()
-        await gate.wait()
-        writer.write(b"6\r\nsecond\r\n0\r\n\r\n")
-
-    async with replicas(chunked) as (fake,):
+    async with replicas(chunked_in_two(gate)) as (fake,):
         conn = await pool_for(fake).acquire()
         conn.begin()
         await conn.send(GET)
