@@ -67,6 +67,13 @@ class Waiter:
         self.timer: asyncio.TimerHandle | None = None
 
 
+def _preferred(replica: Replica, best: Replica) -> bool:
+    """Fewer requests outstanding; as many, and it answered last (the hot set stays hot)."""
+    return replica.outstanding < best.outstanding or (
+        replica.outstanding == best.outstanding and replica.last_finished > best.last_finished
+    )
+
+
 class Dispatcher:
     def __init__(
         self, registry: Registry, *, max_queue: int, queue_timeout: float, prefetch: int = 0
@@ -100,17 +107,7 @@ class Dispatcher:
                 continue
             if avoid and replica in avoid:
                 continue
-            if (
-                best is None
-                or (free and not best_free)
-                or (
-                    free == best_free
-                    and (
-                        outstanding < best.outstanding
-                        or (outstanding == best.outstanding and replica.last_finished > best.last_finished)
-                    )
-                )
-            ):
+            if best is None or (free and not best_free) or (free == best_free and _preferred(replica, best)):
                 best, best_free = replica, free
         if best is None and avoid:
             return self.pick()
@@ -122,11 +119,7 @@ class Dispatcher:
         for replica in self.registry.ready:
             if replica in avoid:
                 continue
-            if (
-                best is None
-                or replica.outstanding < best.outstanding
-                or (replica.outstanding == best.outstanding and replica.last_finished > best.last_finished)
-            ):
+            if best is None or _preferred(replica, best):
                 best = replica
         return best
 
