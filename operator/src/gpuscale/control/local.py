@@ -17,8 +17,6 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-import httpx
-
 from gpuscale.control.gateway_admin import GatewayAdmin, GatewayUnavailable
 from gpuscale.control.loop import Phase, ReplicaStatus
 from gpuscale.podproc import PodProcess, PodStartError
@@ -75,7 +73,6 @@ class LocalBackend:
         self,
         service: GpuInferenceService,
         gateway: GatewayAdmin,
-        client: httpx.AsyncClient,
         *,
         gpus: Sequence[str] = (),
         start_timeout: float = 600.0,
@@ -84,7 +81,6 @@ class LocalBackend:
     ) -> None:
         self.service = service
         self.gateway = gateway
-        self.client = client
         self.gpus = list(gpus)
         self.start_timeout = start_timeout
         self.echo = echo
@@ -168,8 +164,7 @@ class LocalBackend:
 
     async def _bring_up(self, replica: LocalReplica) -> None:
         try:
-            url = await asyncio.to_thread(replica.process.wait_listening, self.start_timeout)
-            await self._wait_ready(replica, url)
+            url = await asyncio.to_thread(replica.process.wait_ready, self.start_timeout)
             await self.gateway.register(replica.name, url, self.service.spec.slots_per_replica)
         except (PodStartError, GatewayUnavailable) as exc:
             self._start_failed(replica, str(exc))
@@ -177,21 +172,6 @@ class LocalBackend:
         if replica.phase == "starting":
             replica.phase = "ready"
             self._failures = 0
-
-    async def _wait_ready(self, replica: LocalReplica, url: str) -> None:
-        deadline = time.monotonic() + self.start_timeout
-        while time.monotonic() < deadline:
-            if replica.process.proc.poll() is not None:
-                raise PodStartError(
-                    f"exited with code {replica.process.proc.returncode} while starting:\n"
-                    + "\n".join(replica.process.output[-15:])
-                )
-            with contextlib.suppress(httpx.HTTPError):
-                response = await self.client.get(url + "/v2/health/ready", timeout=2.0)
-                if response.status_code == 200:
-                    return
-            await asyncio.sleep(0.05)
-        raise PodStartError(f"not ready within {self.start_timeout:g} s")
 
     def _start_failed(self, replica: LocalReplica, why: str) -> None:
         replica.process.kill()

@@ -100,7 +100,6 @@ class LocalService:
         self.backend = LocalBackend(
             self.service,
             admin,
-            self.client,
             gpus=gpus,
             start_timeout=self.start_timeout,
             echo=self.echo,
