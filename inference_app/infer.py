@@ -63,8 +63,12 @@ class InferEndpoint:
         if scope["type"] != "http":
             return False
         path: str = scope["path"]
+        # `/v2/models/infer` is the metadata of a model named "infer": the name must not be empty.
         return (
-            path.startswith(PREFIX) and path.endswith(SUFFIX) and "/" not in path[len(PREFIX) : -len(SUFFIX)]
+            len(path) > len(PREFIX) + len(SUFFIX)
+            and path.startswith(PREFIX)
+            and path.endswith(SUFFIX)
+            and "/" not in path[len(PREFIX) : -len(SUFFIX)]
         )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:

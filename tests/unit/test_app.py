@@ -36,6 +36,15 @@ def test_unknown_model_is_404_with_the_served_name(app_client: MakeClient, path:
     assert response.json() == {"error": "model 'other' not found; this server serves 'sleep'"}
 
 
+def test_a_model_named_infer_has_metadata_and_an_infer_route(app_client: MakeClient) -> None:
+    # /v2/models/infer is that model's metadata, not an infer call with an empty name.
+    client = app_client(model_name="infer")
+    assert client.get("/v2/models/infer").json()["name"] == "infer"
+    answer = client.post("/v2/models/infer/infer", json={"parameters": {"seconds": 0.01}})
+    assert (answer.status_code, answer.json()["model_name"]) == (200, "infer")
+    assert app_client().get("/v2/models/infer").status_code == 404
+
+
 def test_infer_answers_with_outputs_and_timings(app_client: MakeClient) -> None:
     client = app_client()
     response = client.post("/v2/models/sleep/infer", json={"id": "r1", "parameters": {"seconds": 0.01}})
