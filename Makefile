@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 
-.PHONY: demo test lint typecheck unit bench tools clean
+.PHONY: demo test lint typecheck unit bench bench-kube tools clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,10 @@ tools:
 bench: $(VENV)/.runtime tools
 	$(BIN)/python -m bench.pod_server
 	$(BIN)/python -m bench.autoscale
+
+# The Kubernetes API test server's own speed (it needs the test extras: aiohttp).
+bench-kube: $(VENV)/.test
+	$(BIN)/python -m bench.kube_api
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
