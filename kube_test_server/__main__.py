@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kube_test_server.errors import ApiError
-from kube_test_server.server import KubeTestServer
+from kube_test_server.server import KubeTestServer, cluster
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -39,22 +39,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--gpus", type=int, default=0, help="nvidia.com/gpu allocatable on the one node")
     args = parser.parse_args(argv)
 
-    controllers = []
-    if not args.no_controllers:
-        from kube_test_server.controllers import DeploymentController, EndpointSliceController
-        from kube_test_server.kubelet import Kubelet, Scheduler
-
-        controllers = [DeploymentController(), EndpointSliceController(), Scheduler(), Kubelet()]
-    server = KubeTestServer(args.host, args.port, controllers=controllers)
+    if args.no_controllers:
+        server = KubeTestServer(args.host, args.port)
+    else:
+        server = cluster(gpus=args.gpus, host=args.host, port=args.port)
     try:
         server.start()
     except OSError as exc:
         print(f"kube_test_server: cannot listen on {args.host}:{args.port}: {exc.strerror}", file=sys.stderr)
         return 2
-    if not args.no_controllers:
-        from kube_test_server.kubelet import node
-
-        server.apply(node("node-1", gpus=args.gpus))
     for path in args.apply:
         try:
             server.apply_file(path)

@@ -205,3 +205,18 @@ def running(**options: Any) -> Iterator[KubeTestServer]:
     server = KubeTestServer(**options)
     with server:
         yield server
+
+
+def cluster(gpus: int = 0, runtime: Any = None, nodes: int = 1, **options: Any) -> KubeTestServer:
+    """A server (not started) with every built-in controller and ``nodes`` Ready nodes of ``gpus`` GPUs:
+    what an operator test needs to see its Deployments become pods, slices and processes."""
+    from kube_test_server.controllers import DeploymentController, EndpointSliceController
+    from kube_test_server.kubelet import Kubelet, Scheduler, node
+
+    controllers = [DeploymentController(), EndpointSliceController(), Scheduler(), Kubelet(runtime)]
+    server = KubeTestServer(controllers=controllers, **options)
+    node_type = server.store.type("", "v1", "nodes")
+    for i in range(1, nodes + 1):
+        # Safe before start: nothing else touches the store until the server's loop runs.
+        server.store.create(node_type, None, node(f"node-{i}", gpus=gpus))
+    return server

@@ -10,6 +10,9 @@ from fastapi.testclient import TestClient
 from inference_app.app import create_app
 from inference_app.settings import ServerSettings
 
+# kube_server and kube_cluster: the Kubernetes API test server, for the API's own tests and the operator's.
+pytest_plugins = ["kube_test_server.pytest_plugin"]
+
 
 def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float = 0.01) -> None:
     deadline = time.monotonic() + timeout

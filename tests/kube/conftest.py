@@ -99,10 +99,9 @@ WIDGETS_CRD: dict[str, Any] = {
 
 
 @pytest.fixture
-def kube() -> Iterator[KubeTestServer]:
+def kube(kube_server: KubeTestServer) -> KubeTestServer:
     """The API alone, no controllers: what each API behaviour test needs."""
-    with KubeTestServer(bookmark_interval=0.2) as server:
-        yield server
+    return kube_server
 
 
 @pytest.fixture
