@@ -148,7 +148,38 @@ def _pod(obj: Obj, old: Obj | None) -> list[Cause]:
         spec.setdefault("priority", 0)
     if old is None:
         obj["status"] = {"phase": "Pending", "qosClass": "BestEffort"}
+    elif isinstance(spec, dict) and _pod_spec_changed(spec, old.get("spec") or {}):
+        causes.append(Cause("spec", f"Forbidden: {_POD_UPDATE}", "FieldValueForbidden"))
     return causes
+
+
+_POD_UPDATE = (
+    "pod updates may not change fields other than `spec.containers[*].image`,`spec.initContainers[*].image`,"
+    "`spec.activeDeadlineSeconds`,`spec.tolerations` (only additions to existing tolerations),"
+    "`spec.terminationGracePeriodSeconds` (allow it to be set to 1 if it was previously negative)"
+)
+
+
+def _pod_spec_changed(new: Obj, old: Obj) -> bool:
+    """A pod's spec is immutable but for images and a few fields; binding sets nodeName once."""
+    normalized = copy.deepcopy(new)
+    for field in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"):
+        normalized.pop(field, None)
+    if not old.get("nodeName"):
+        normalized.pop("nodeName", None)  # what pods/binding does; the scheduler here binds by patch
+    for kind in ("containers", "initContainers"):
+        for new_c, old_c in zip(normalized.get(kind) or [], old.get(kind) or [], strict=False):
+            if isinstance(new_c, dict) and isinstance(old_c, dict):
+                new_c["image"] = old_c.get("image")
+    compared = {
+        k: v
+        for k, v in old.items()
+        if k
+        not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
+    }
+    if not old.get("nodeName"):
+        compared.pop("nodeName", None)
+    return normalized != compared
 
 
 def _deployment(obj: Obj, old: Obj | None) -> list[Cause]:

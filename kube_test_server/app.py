@@ -193,6 +193,7 @@ def _delete_options(body: Any, query: Any) -> DeleteOptions:
         int(grace) if grace is not None else None,
         preconditions.get("uid"),
         preconditions.get("resourceVersion"),
+        dry_run=query.get("dryRun") == "All",
     )
 
 
@@ -223,9 +224,7 @@ async def _serve_object(request: web.Request, state: ApiState, target: Target) -
         body = await _body(request)
         if sub == "scale":
             return _json(store.write_scale(rtype, ns, name, body))
-        if dry:
-            return _json(store.get(rtype, ns, name))
-        return _json(store.replace(rtype, ns, name, body, subresource=sub))
+        return _json(store.replace(rtype, ns, name, body, subresource=sub, dry_run=dry))
     if method == "PATCH":
         kind = patch_kind(request.headers.get("Content-Type", ""))
         if kind == "apply":
@@ -240,9 +239,11 @@ async def _serve_object(request: web.Request, state: ApiState, target: Target) -
             scale = store.scale(rtype, ns, name)
             patched = patches.merge_patch(scale, body) if kind != "json" else patches.json_patch(scale, body)
             return _json(store.write_scale(rtype, ns, name, patched))
-        return _json(store.patch(rtype, ns, name, kind, body, subresource=sub))
+        return _json(store.patch(rtype, ns, name, kind, body, subresource=sub, dry_run=dry))
     if method == "DELETE":
         obj, gone = store.delete(rtype, ns, name, _delete_options(await _body(request), query))
+        if dry and gone:
+            return _json(_deleted_status(target, obj))
         # Kinds whose registry returns the deleted object, and objects held by finalizers, come back as
         # themselves; everything else as a Status.
         if not gone or (rtype.group, rtype.plural) in RETURNS_DELETED:
@@ -265,7 +266,8 @@ async def _serve_collection(request: web.Request, state: ApiState, target: Targe
             return _json(tables.table(rtype, items, state.clock(), str(store.revision)))
         return _json(_list_body(state, target, items, query))
     if method == "POST":
-        if not rtype.namespaced and ns:
+        # Creating needs the path of its scope: a namespaced kind under a namespace, and vice versa.
+        if rtype.namespaced != bool(ns):
             raise ApiError(404, "NotFound", "the server could not find the requested resource")
         created = store.create(rtype, ns, await _body(request), dry_run=query.get("dryRun") == "All")
         return _json(created, 201)
@@ -382,7 +384,8 @@ async def _watch(
                 event = _as_event(target, getter.result(), match)
                 if event is not None:
                     await response.write(_event(*event))
-            elif bookmarks:
+            elif bookmarks and queue.empty():
+                # Never a bookmark past an event still queued: a client would resume after it.
                 mark = {"resourceVersion": str(store.revision)}
                 await response.write(
                     _event(
@@ -439,31 +442,35 @@ def _evidence(method: str, target: Target, watch: bool) -> Request:
 def make_app(state: ApiState) -> web.Application:
     async def handle(request: web.Request) -> web.StreamResponse:
         path = request.path
-        for fault in list(state.faults):
-            if fault.matches(request.method, path):
-                if fault.times > 0:
-                    fault.times -= 1
-                    if fault.times == 0:
-                        state.faults.remove(fault)
-                reason = fault.reason or _REASONS.get(fault.status, "InternalError")
-                return _error(ApiError(fault.status, reason, f"injected by the test: {reason}"))
         parts = [p for p in path.split("/") if p]
         try:
+            target = None
+            resource_path = None
+            if len(parts) >= 3 and parts[0] == "api":
+                resource_path = ("", parts[1], parts[2:])
+            elif len(parts) >= 4 and parts[0] == "apis":
+                resource_path = (parts[1], parts[2], parts[3:])
+            if resource_path is not None:
+                target = _target(state.store, *resource_path)
+                watch = request.query.get("watch") in ("true", "1")
+                # Recorded before any injected fault: a request that failed still needed its permission.
+                state.evidence.append(_evidence(request.method, target, watch))
+            for fault in list(state.faults):
+                if fault.matches(request.method, path):
+                    if fault.times > 0:
+                        fault.times -= 1
+                        if fault.times == 0:
+                            state.faults.remove(fault)
+                    reason = fault.reason or _REASONS.get(fault.status, "InternalError")
+                    return _error(ApiError(fault.status, reason, f"injected by the test: {reason}"))
             if parts in (["healthz"], ["livez"], ["readyz"]):
                 return web.Response(text="ok")
             if request.method == "GET":
                 found = _discovery(state, parts)
                 if found is not None:
                     return _json(found)
-            if len(parts) >= 3 and parts[0] == "api":
-                group, version, rest = "", parts[1], parts[2:]
-            elif len(parts) >= 4 and parts[0] == "apis":
-                group, version, rest = parts[1], parts[2], parts[3:]
-            else:
+            if target is None:
                 raise ApiError(404, "NotFound", "the server could not find the requested resource")
-            target = _target(state.store, group, version, rest)
-            watch = request.query.get("watch") in ("true", "1")
-            state.evidence.append(_evidence(request.method, target, watch))
             if target.name:
                 return await _serve_object(request, state, target)
             return await _serve_collection(request, state, target)

@@ -1,4 +1,4 @@
-"""pytest fixtures for the API test server (enable: ``pytest_plugins = ["kube_test_server.pytest_plugin"]``)."""
+"""pytest fixtures for the API test server; enable with ``pytest_plugins = [this module's name]``."""
 
 from __future__ import annotations
 

@@ -56,6 +56,7 @@ class DeleteOptions:
     grace_period: int | None = None
     uid: str | None = None
     resource_version: str | None = None
+    dry_run: bool = False
 
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
@@ -227,6 +228,7 @@ class Store:
         body: Obj,
         subresource: str = "",
         require_version: bool | None = None,
+        dry_run: bool = False,
     ) -> Obj:
         """PUT: the whole object (or its status, for ``subresource="status"``)."""
         if not isinstance(body, dict):
@@ -251,9 +253,15 @@ class Store:
             )
         if given and given != meta(old)["resourceVersion"]:
             raise ApiError.stale(rtype.plural, name, rtype.group)
-        return self._write(rtype, key, old, copy.deepcopy(body), subresource)
+        if rtype.namespaced and m.get("namespace", namespace) != namespace:
+            raise ApiError.bad_request(
+                "the namespace of the provided object does not match the namespace sent on the request"
+            )
+        return self._write(rtype, key, old, copy.deepcopy(body), subresource, dry_run)
 
-    def _write(self, rtype: ResourceType, key: Key, old: Obj, new: Obj, subresource: str) -> Obj:
+    def _write(
+        self, rtype: ResourceType, key: Key, old: Obj, new: Obj, subresource: str, dry_run: bool = False
+    ) -> Obj:
         if subresource == "status":
             status = new.get("status")
             new = copy.deepcopy(old)
@@ -298,6 +306,8 @@ class Store:
         if rtype.generation and self._spec_changed(rtype, old, new):
             m["generation"] = int(old_m.get("generation", 1)) + 1
         comparable = {**new, "metadata": {**m, "resourceVersion": old_m["resourceVersion"]}}
+        if dry_run:
+            return self._out(rtype, comparable)  # admitted as a write would be, and not stored
         if comparable == old:
             return self._out(rtype, old)  # a no-op write keeps the version, as the real server does
         self._put(rtype, key, new, old)
@@ -310,9 +320,12 @@ class Store:
     @staticmethod
     def _spec_changed(rtype: ResourceType, old: Obj, new: Obj) -> bool:
         if rtype.custom:
-            # A custom resource's generation moves on anything but metadata and status.
+            # A custom resource's generation moves on anything but metadata, and but status where
+            # status is a subresource of its own (then status writes never touch generation).
+            skipped = ("metadata", "apiVersion", "kind", *(("status",) if rtype.status else ()))
+
             def body(o: Obj) -> Obj:
-                return {k: v for k, v in o.items() if k not in ("metadata", "status", "apiVersion", "kind")}
+                return {k: v for k, v in o.items() if k not in skipped}
 
             return body(old) != body(new)
         if rtype.generation_on_annotations and meta(old).get("annotations") != meta(new).get("annotations"):
@@ -327,6 +340,7 @@ class Store:
         kind: str,
         patch: Any,
         subresource: str = "",
+        dry_run: bool = False,
     ) -> Obj:
         """PATCH: ``kind`` is merge, json or strategic (see patches.patch_kind)."""
         from kube_test_server import patches
@@ -353,10 +367,12 @@ class Store:
         if not isinstance(new, dict):
             raise ApiError.bad_request("the patch does not leave an object")
         given = meta(new).get("resourceVersion")
-        if given != meta(old)["resourceVersion"]:
+        if given is None:
+            meta(new)["resourceVersion"] = meta(old)["resourceVersion"]  # a null version: unconditional
+        elif given != meta(old)["resourceVersion"]:
             # Only a patch that names a version gets here: that is a precondition, and it failed.
             raise ApiError.stale(rtype.plural, name, rtype.group)
-        return self._write(rtype, key, old, new, subresource)
+        return self._write(rtype, key, old, new, subresource, dry_run)
 
     # --- /scale -------------------------------------------------------------------------------------
 
@@ -434,6 +450,8 @@ class Store:
                 f"{m.get('resourceVersion')}",
                 rtype.group,
             )
+        if options.dry_run:
+            return self._out(rtype, obj), not m.get("finalizers")
         if rtype.group == "" and rtype.plural == "namespaces":
             return self._delete_namespace(rtype, key), False
         finalizers = list(m.get("finalizers") or [])
@@ -444,6 +462,15 @@ class Store:
         if rtype.group == "apiextensions.k8s.io" and self._custom_objects_of(obj):
             finalizers.append("customresourcecleanup.apiextensions.k8s.io")
         grace = self._pod_grace(rtype, obj, options)
+        if m.get("deletionTimestamp") and grace < int(m.get("deletionGracePeriodSeconds") or 0):
+            # A shorter grace on a second delete wins (the kubelet's final delete, or --force).
+            if not m.get("finalizers") and grace == 0:
+                return self._out(rtype, self._remove(rtype, key)), True
+            held = copy.deepcopy(obj)
+            meta(held)["deletionGracePeriodSeconds"] = grace
+            meta(held)["deletionTimestamp"] = now_rfc3339(lambda: self.clock() + grace)
+            self._put(rtype, key, held, obj)
+            return self._out(rtype, held), False
         if finalizers or grace:
             if m.get("deletionTimestamp"):
                 return self._out(rtype, obj), False

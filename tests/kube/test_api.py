@@ -643,9 +643,7 @@ def test_deleting_a_namespace_deletes_what_is_in_it(api: client.ApiClient) -> No
     code, status = failure(core.create_namespaced_config_map, "team", cm("b"))
     assert code == 403
     assert "being terminated" in status["message"]
-    core.patch_namespaced_config_map(
-        "a", "default" if False else "team", {"metadata": {"finalizers": None}}, _content_type=MERGE
-    )
+    core.patch_namespaced_config_map("a", "team", {"metadata": {"finalizers": None}}, _content_type=MERGE)
     code, _ = failure(core.read_namespace, "team")
     assert code == 404
 
@@ -662,3 +660,102 @@ def test_table_output_carries_the_printer_columns(kube: KubeTestServer, widgets:
         ).json()
     assert [c["name"] for c in table["columnDefinitions"]] == ["Name", "Color", "Replicas", "Ready", "Age"]
     assert table["rows"][0]["cells"][:4] == ["w", "red", 2, ""]
+
+
+# --- found in review: dry runs, second deletes, pods, scope ----------------------------------------------
+
+
+def test_dry_run_changes_nothing(kube_http: httpx.Client) -> None:
+    url = "/api/v1/namespaces/default/configmaps"
+    kube_http.post(url, json=cm("a")).raise_for_status()
+    dry = {"dryRun": "All"}
+    patched = kube_http.patch(
+        f"{url}/a", params=dry, json={"data": {"k": "2"}}, headers={"Content-Type": MERGE}
+    ).json()
+    assert patched["data"] == {"k": "2"}  # the answer is what the write would give...
+    replaced = kube_http.put(f"{url}/a", params=dry, json={**cm("a", x="y"), "data": {"k": "3"}}).json()
+    assert replaced["metadata"]["labels"] == {"x": "y"}
+    assert kube_http.delete(f"{url}/a", params=dry).json()["status"] == "Success"
+    assert kube_http.get(f"{url}/a").json()["data"] == {"k": "v"}  # ...and nothing was stored
+
+
+def test_a_shorter_grace_wins_and_the_last_finalizer_ends_it(
+    kube: KubeTestServer, kube_http: httpx.Client
+) -> None:
+    kube.call(lambda store: setattr(store, "graceful_pods", True))  # as when a kubelet runs
+    pod = {
+        "metadata": {"name": "p", "finalizers": ["x/y"]},
+        "spec": {"nodeName": "node-1", "containers": [{"name": "c", "image": "busybox"}]},
+    }
+    url = "/api/v1/namespaces/default/pods"
+    kube_http.post(url, json=pod).raise_for_status()
+    held = kube_http.delete(f"{url}/p").json()
+    assert held["metadata"]["deletionGracePeriodSeconds"] == 30
+    forced = kube_http.delete(f"{url}/p", params={"gracePeriodSeconds": "0"}).json()
+    assert forced["metadata"]["deletionGracePeriodSeconds"] == 0  # still held by its finalizer
+    kube_http.patch(
+        f"{url}/p", json={"metadata": {"finalizers": None}}, headers={"Content-Type": MERGE}
+    ).raise_for_status()
+    assert kube_http.get(f"{url}/p").status_code == 404
+
+
+def test_a_pod_spec_is_immutable_but_for_images(kube_http: httpx.Client) -> None:
+    url = "/api/v1/namespaces/default/pods"
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "app:1"}]}}
+    kube_http.post(url, json=pod).raise_for_status()
+    env = {"spec": {"containers": [{"name": "c", "env": [{"name": "A", "value": "1"}]}]}}
+    refused = kube_http.patch(f"{url}/p", json=env, headers={"Content-Type": STRATEGIC})
+    assert refused.status_code == 422
+    assert "pod updates may not change fields" in refused.json()["message"]
+    image = {"spec": {"containers": [{"name": "c", "image": "app:2"}]}}
+    assert kube_http.patch(f"{url}/p", json=image, headers={"Content-Type": STRATEGIC}).status_code == 200
+
+
+def test_custom_resource_without_status_subresource_counts_status_in_generation(
+    api: client.ApiClient, kube: KubeTestServer
+) -> None:
+    crd = json.loads(json.dumps(WIDGETS_CRD).replace("widget", "gadget").replace("Widget", "Gadget"))
+    del crd["spec"]["versions"][0]["subresources"]
+    kube.apply(crd)
+    custom = client.CustomObjectsApi(api)
+    args = ("example.com", "v1", "default", "gadgets")
+    custom.create_namespaced_custom_object(*args, {**widget("g"), "kind": "Gadget"})
+    custom.patch_namespaced_custom_object(*args, "g", {"status": {"replicas": 2}}, _content_type=MERGE)
+    got = custom.get_namespaced_custom_object(*args, "g")
+    assert got["status"] == {"replicas": 2}
+    assert got["metadata"]["generation"] == 2
+
+
+def test_foreground_deletion_waits_for_a_held_dependent(
+    api: client.ApiClient, widgets: dict[str, Any]
+) -> None:
+    custom = client.CustomObjectsApi(api)
+    core = client.CoreV1Api(api)
+    args = ("example.com", "v1", "default", "widgets", "w")
+    owner = custom.create_namespaced_custom_object(*args[:4], widget("w"))
+    child = owned("child", owner)
+    child["metadata"]["finalizers"] = ["x/hold"]
+    core.create_namespaced_config_map("default", child)
+    custom.delete_namespaced_custom_object(*args, propagation_policy="Foreground")
+    waiting = custom.get_namespaced_custom_object(*args)
+    assert "foregroundDeletion" in waiting["metadata"]["finalizers"]
+    core.patch_namespaced_config_map(
+        "child", "default", {"metadata": {"finalizers": None}}, _content_type=MERGE
+    )
+    code, _ = failure(custom.get_namespaced_custom_object, *args)
+    assert code == 404
+
+
+def test_create_needs_the_path_of_its_scope(kube_http: httpx.Client) -> None:
+    assert kube_http.post("/api/v1/configmaps", json=cm("a")).status_code == 404
+    assert kube_http.post("/api/v1/namespaces/default/namespaces", json=cm("n")).status_code == 404
+
+
+def test_a_faulted_request_is_still_evidence(api: client.ApiClient, kube: KubeTestServer) -> None:
+    core = client.CoreV1Api(api)
+    core.create_namespaced_config_map("default", cm("a"))
+    kube.clear_evidence()
+    kube.inject_fault(409, method="PATCH", path="/configmaps/a$")
+    code, status = failure(core.patch_namespaced_config_map, "a", "default", {"data": {"k": "2"}})
+    assert (code, status["reason"]) == (409, "Conflict")
+    assert kube.evidence == [Request("patch", "", "configmaps", "", "default", "a")]
