@@ -45,6 +45,12 @@ COMMANDS = {
         "run an example service locally, send it a burst, and watch it scale up and back down",
         "gpuscale.demo",
     ),
+    "crd": Command(
+        "print the GpuInferenceService CRD (for `kubectl apply -f -`)",
+        "gpuscale.crd",
+        "Print the CustomResourceDefinition generated from the same models that read manifests locally; "
+        "crds/gpuinferenceservices.gpuscale.io.yaml is this output.",
+    ),
 }
 
 
