@@ -26,22 +26,30 @@ def run(args: argparse.Namespace, prog: str) -> int:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    from gpuscale_gateway.server import bind, serve
+    from gpuscale_gateway.server import bind, discoveries_from, serve
     from inference_app.server import CannotListen
 
+    try:
+        # Before binding: a missing namespace or kubeconfig is a usage error, not a gateway that serves
+        # nothing.
+        discoveries = discoveries_from(settings)
+    except ValueError as exc:
+        print(f"{prog}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     try:
         sockets = bind(settings)
     except CannotListen as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    return serve(settings, sockets)
+    return serve(settings, sockets, discoveries)
 
 
 def build_parser(prog: str = "python -m gpuscale_gateway") -> argparse.ArgumentParser:
     parser = OneLineErrorParser(
         prog=prog,
         description="Queue every request in one FIFO queue and forward it to the replica with the fewest "
-        "outstanding requests, never more than its slots. Replicas come from --replicas or the admin API.",
+        "outstanding requests, never more than its slots. Replicas come from --replicas, the admin API, or "
+        "the ready pods of a label selector (--discovery kubernetes).",
     )
     add_arguments(parser)
     return parser

@@ -1,8 +1,8 @@
 """Where replicas come from, as plug-ins: the gateway runs each discovery as a task beside the server.
 
 A discovery tells the registry what exists (`add`, `update`, `remove`, `replace`, `cordon`,
-`uncordon`); it may do so once and return (a static list) or keep watching (Kubernetes
-EndpointSlices, added outside this package so the gateway itself needs no Kubernetes client).
+`uncordon`); it may do so once and return (a static list) or keep watching (Kubernetes Pods, in
+`kube_discovery`, over plain HTTP: the gateway needs no Kubernetes client).
 The admin API is a discovery too, driven from outside.
 """
 

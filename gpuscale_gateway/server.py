@@ -30,6 +30,18 @@ log = logging.getLogger("gpuscale_gateway")
 DRAIN_POLL_SECONDS = 0.02
 
 
+def discoveries_from(settings: GatewaySettings) -> list[Discovery]:
+    """The `replicas` setting, plus the pods when `discovery` is kubernetes. Raises KubeConfigError
+    (a ValueError) when that lacks its settings or finds no way to reach the API."""
+    discoveries: list[Discovery] = [StaticDiscovery(settings.static_replicas)]
+    if settings.discovery == "kubernetes":
+        # Imported here: a static gateway needs neither httpx nor the kubeconfig reader.
+        from gpuscale_gateway.kube_discovery import KubeDiscovery
+
+        discoveries.append(KubeDiscovery.from_settings(settings))
+    return discoveries
+
+
 class Gateway:
     """The gateway's state and its ASGI app: the clients' port is the proxy, the admin port the admin
     API (told apart by the local port a connection came in on).
@@ -54,7 +66,7 @@ class Gateway:
         self.proxy = Proxy(settings, self.registry, self.dispatcher, self.metrics)
         self.admin = Admin(self)
         self.discoveries: list[Discovery] = (
-            [StaticDiscovery(settings.static_replicas)] if discoveries is None else list(discoveries)
+            discoveries_from(settings) if discoveries is None else list(discoveries)
         )
         self.admin_port: int | None = None  # set once the admin socket is bound
         self.exit_code = EXIT_OK

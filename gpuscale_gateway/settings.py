@@ -111,6 +111,27 @@ class GatewaySettings(BaseSettings):
     health_path: str = Field(
         "/v2/health/ready", pattern=r"^/", description="path probed on replicas marked down"
     )
+    discovery: Literal["static", "kubernetes"] = Field(
+        "static",
+        description="where replicas come from besides --replicas and the admin API: nowhere else (static), "
+        "or the ready pods matching --kube-selector in --kube-namespace (kubernetes)",
+    )
+    kube_namespace: str = Field(
+        "",
+        pattern=r"^([a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?)?$",
+        description="kubernetes discovery: namespace of the pods (required)",
+    )
+    kube_selector: str = Field(
+        "", description="kubernetes discovery: label selector of the pods, e.g. app=sleep (required)"
+    )
+    kube_port: int = Field(
+        0, ge=0, le=65535, description="kubernetes discovery: the pods' port to send to (required)"
+    )
+    kubeconfig: str = Field(
+        "",
+        description="kubernetes discovery: kubeconfig file (default: $KUBECONFIG, else the pod's service "
+        "account)",
+    )
     log_level: LogLevel = Field("info", description="gateway log level")
 
     @field_validator("replicas")
