@@ -10,11 +10,9 @@ the `<!-- bench:... -->` blocks in docs/autoscaling-bench.md. Run: `.venv/bin/py
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import random
-import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -33,10 +31,9 @@ from bench.pod_server import (
     SLEEP_INFER,
     hey,
     log,
-    missing_tool,
     ms,
     pct,
-    run_sections,
+    sections_cli,
     sleep_body,
     table,
     wrk,
@@ -421,18 +418,7 @@ SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
-    parser.add_argument("--print-only", action="store_true", help="write neither the results nor the doc")
-    args = parser.parse_args(argv)
-    if tool := missing_tool():
-        print(f"bench: {tool} not found; run `make tools`", file=sys.stderr)
-        return 2
-    chosen = {name: run for name, run in SECTIONS.items() if not args.only or name in args.only}
-    run_sections(chosen, RESULTS, DOC, args.print_only)
-    return 0
+    return sections_cli(argv, __doc__, SECTIONS, RESULTS, DOC)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ Run: `.venv/bin/python -m bench.kube_api` (`--only requests`, `--only watch-fano
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import time
@@ -23,13 +22,12 @@ from typing import Any
 
 import aiohttp
 
-from bench.pod_server import log, machine, ms, pct, table, update_doc
+from bench.pod_server import log, ms, pct, sections_cli, table
 from kube_test_server.server import KubeTestServer
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "kube-test-server.md"
 RESULTS = ROOT / "bench" / "results" / "kube_api.json"
-BLOCK = "kube-api"
 
 OBJECTS = 1_000
 CONCURRENCY = 8
@@ -270,42 +268,12 @@ def watch_fanout(watchers: int = WATCHERS, updates: int = UPDATES, pace: float =
 # --- report --------------------------------------------------------------------------------------
 
 
-def described_machine(m: dict[str, Any]) -> str:
-    with open("/proc/cpuinfo") as cpuinfo:
-        virtual = any(line.startswith("flags") and " hypervisor" in line for line in cpuinfo)
-    kind = f"a {m['cores']}-core {'VM' if virtual else 'machine'}"
-    return f"Measured on {m['date']}: {kind} ({m['cpu']}), Linux {m['kernel']}, Python {m['python']}."
-
-
 SECTIONS: dict[str, Callable[[], dict[str, Any]]] = {"requests": requests, "watch-fanout": watch_fanout}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--only", choices=SECTIONS, action="append", help="run only these sections")
-    parser.add_argument("--print-only", action="store_true", help="write neither the results nor the doc")
-    args = parser.parse_args(argv)
-    if not args.print_only and f"<!-- bench:{BLOCK} -->" not in (DOC.read_text() if DOC.exists() else ""):
-        log(f"bench: {DOC.relative_to(ROOT)} has no <!-- bench:{BLOCK} --> block; run with --print-only")
-        return 2
-    results: dict[str, Any] = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    results["machine"] = m = machine()
-    for key, run in SECTIONS.items():
-        if args.only and key not in args.only:
-            continue
-        results[key] = run()
-        print(f"\n## {key}\n\n{results[key]['markdown']}\n", flush=True)
-    # The doc's one block holds every section: those not run this time keep their last recorded table.
-    parts = [described_machine(m)] + [results[key]["markdown"] for key in SECTIONS if key in results]
-    print(parts[0], flush=True)
-    if not args.print_only:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(results, indent=2, sort_keys=True) + "\n")
-        update_doc({BLOCK: "\n\n".join(parts)}, DOC)
-        log(f"wrote {RESULTS.relative_to(ROOT)} and the tables in {DOC.relative_to(ROOT)}")
-    return 0
+    # No load tools: the client is aiohttp in this process.
+    return sections_cli(argv, __doc__, SECTIONS, RESULTS, DOC, tools=False)
 
 
 if __name__ == "__main__":

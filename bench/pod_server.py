@@ -485,6 +485,29 @@ def run_sections(
         log(f"wrote {results_path.relative_to(ROOT)} and the tables in {doc.relative_to(ROOT)}")
 
 
+def sections_cli(
+    argv: Sequence[str] | None,
+    description: str | None,
+    sections: dict[str, Callable[[], dict[str, Any]]],
+    results_path: Path,
+    doc: Path,
+    tools: bool = True,
+) -> int:
+    """The `--only`/`--print-only` command line of a benchmark made of named sections."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--only", choices=sections, action="append", help="run only these sections")
+    parser.add_argument("--print-only", action="store_true", help="write neither the results nor the doc")
+    args = parser.parse_args(argv)
+    if tools and (tool := missing_tool()):
+        print(f"bench: {tool} not found; run `make tools`", file=sys.stderr)
+        return 2
+    chosen = {name: run for name, run in sections.items() if not args.only or name in args.only}
+    run_sections(chosen, results_path, doc, args.print_only)
+    return 0
+
+
 SECTIONS = ("serialization", "why-one-slot", "slot-efficiency", "overhead", "responsiveness")
 
 
