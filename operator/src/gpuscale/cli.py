@@ -45,6 +45,13 @@ COMMANDS = {
         "run an example service locally, send it a burst, and watch it scale up and back down",
         "gpuscale.demo",
     ),
+    "operator": Command(
+        "run the Kubernetes operator: GpuInferenceServices become Deployments scaled by queue depth",
+        "gpuscale.kube.cli",
+        "Watch GpuInferenceServices, create the model Deployment, its Services, the gateway and its RBAC, "
+        "and scale the model Deployment by the gateway's queue every tick (kopf; `kopf run -m "
+        "gpuscale.kube.operator` works too).",
+    ),
     "crd": Command(
         "print the GpuInferenceService CRD (for `kubectl apply -f -`)",
         "gpuscale.crd",

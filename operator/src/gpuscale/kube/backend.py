@@ -1,0 +1,84 @@
+"""The control loop's Kubernetes side: replicas are the model Deployment's pods, starting one is raising
+its ``replicas``, and stopping exactly the idle ones is marking them cheapest to delete just before
+lowering it (the ReplicaSet controller removes the lowest ``pod-deletion-cost`` first among equally
+ready pods)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gpuscale.control.loop import ReplicaStatus
+from gpuscale.kube.client import KubeClient, path
+from gpuscale.kube.objects import DELETION_COST
+
+# Below any cost a user sets by hand (the default is 0): the victims go first.
+VICTIM_COST = "-1000"
+
+
+def pod_ready(pod: dict[str, Any]) -> bool:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def unschedulable(pods: Sequence[dict[str, Any]]) -> str | None:
+    """The scheduler's message for a pod that fits no node (no free nvidia.com/gpu...), if any."""
+    for pod in pods:
+        for c in (pod.get("status") or {}).get("conditions") or []:
+            if (
+                c.get("type") == "PodScheduled"
+                and c.get("status") == "False"
+                and c.get("reason") == "Unschedulable"
+            ):
+                return str(c.get("message") or "unschedulable")
+    return None
+
+
+@dataclass
+class KubeBackend:
+    """One service's model pods, as the loop sees them; ``refresh`` reads the API before each tick."""
+
+    client: KubeClient
+    namespace: str
+    deployment: str
+    selector: str
+    pods: list[dict[str, Any]] = field(default_factory=list)
+    wanted: int = 0  # the Deployment's spec.replicas as last read or written
+
+    async def refresh(self) -> None:
+        deployment = await self.client.get(path("apps/v1", "deployments", self.namespace, self.deployment))
+        self.wanted = int((deployment.get("spec") or {}).get("replicas") or 0)
+        pods = await self.client.list(path("v1", "pods", self.namespace), self.selector)
+        live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
+        self.pods = sorted(
+            live, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"])
+        )
+
+    def replicas(self) -> Sequence[ReplicaStatus]:
+        """Ready pods, then the others as starting; replicas the Deployment wants but has no pod for yet
+        count as starting too, so a slow ReplicaSet never looks like missing capacity."""
+        out = [
+            ReplicaStatus(p["metadata"]["name"], "ready" if pod_ready(p) else "starting") for p in self.pods
+        ]
+        out += [
+            ReplicaStatus(f"(pending {i + 1})", "starting") for i in range(max(0, self.wanted - len(out)))
+        ]
+        return out
+
+    async def scale(self, replicas: int) -> None:
+        url = path("apps/v1", "deployments", self.namespace, self.deployment, "scale")
+        await self.client.patch(url, {"spec": {"replicas": replicas}})
+        self.wanted = replicas
+
+    async def start(self, count: int) -> Sequence[str]:
+        await self.scale(self.wanted + count)
+        return [f"(new {i + 1})" for i in range(count)]
+
+    async def stop(self, names: Sequence[str]) -> None:
+        for name in names:
+            if name.startswith("("):
+                continue  # no pod yet: lowering replicas is all it takes
+            url = path("v1", "pods", self.namespace, name)
+            await self.client.patch(url, {"metadata": {"annotations": {DELETION_COST: VICTIM_COST}}})
+        await self.scale(max(0, self.wanted - len(names)))

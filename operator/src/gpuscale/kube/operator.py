@@ -1,0 +1,336 @@
+"""The kopf operator: a GpuInferenceService becomes its Deployments, Services and RBAC, and a control loop
+per service scales the model Deployment by the gateway's queue.
+
+Run with ``gpuscale operator`` (or ``kopf run -m gpuscale.kube.operator``). Handlers stay thin: the
+objects come from ``objects.build_*``, decisions from the policy, and what must survive a restart
+(the policy's windows, the last scale time) lives in the CR's status.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import kopf
+
+from gpuscale import spec as specs
+from gpuscale.control.gateway_admin import GatewayAdmin
+from gpuscale.control.loop import ControlLoop, TickReport
+from gpuscale.control.policy import PolicyState
+from gpuscale.kube import conditions, metrics
+from gpuscale.kube.backend import KubeBackend, pod_ready, unschedulable
+from gpuscale.kube.client import Credentials, KubeClient, KubeError, object_path, path
+from gpuscale.kube.drift import drift_patch
+from gpuscale.kube.objects import (
+    DEFAULT_GATEWAY_IMAGE,
+    GATEWAY_ADMIN_PORT,
+    build_owned,
+    gateway_name,
+    label_selector,
+    model_name,
+    owner_reference,
+)
+
+GROUP, VERSION, PLURAL = specs.API_GROUP, "v1alpha1", "gpuinferenceservices"
+log = logging.getLogger("gpuscale.operator")
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse(body: Mapping[str, Any]) -> specs.GpuInferenceService:
+    """The CR as the typed service; ManifestError names each problem (the schema let it through)."""
+    meta = body["metadata"]
+    document = {
+        "apiVersion": body["apiVersion"],
+        "kind": body["kind"],
+        "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default")},
+        "spec": dict(body.get("spec") or {}),
+    }
+    return specs.parse_service(document, f"{meta.get('namespace')}/{meta['name']}")
+
+
+# --- start-up: credentials shared by kopf and our own client ---------------------------------------------
+
+
+@kopf.on.login()
+def login(**kwargs: Any) -> kopf.ConnectionInfo | None:
+    info = kopf.login_with_service_account(**kwargs) or kopf.login_with_kubeconfig(**kwargs)
+    if info is not None:
+        _credentials.append(Credentials.from_kopf(info))
+    return info
+
+
+_credentials: list[Credentials] = []
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    # Our own prefix for kopf's bookkeeping; status is ours alone (the CRD prunes what it does not declare).
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="gpuscale.io")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="gpuscale.io")
+    settings.persistence.finalizer = "gpuscale.io/operator"
+    settings.watching.server_timeout = 300
+    memo.gateway_image = memo.get("gateway_image", DEFAULT_GATEWAY_IMAGE)
+    memo.http = httpx.AsyncClient(timeout=1.0)
+    metrics.serve(memo.get("metrics_port"))
+
+
+@kopf.on.cleanup()
+async def close(memo: kopf.Memo, **_: Any) -> None:
+    for name in ("kube", "http"):
+        client = memo.get(name)
+        if client is not None:
+            await client.aclose()
+
+
+def kube(memo: kopf.Memo) -> KubeClient:
+    """One client for the process, made on first use (kopf logs in after start-up handlers run)."""
+    if memo.get("kube") is None:
+        if not _credentials:
+            raise kopf.TemporaryError("not logged in to the API yet", delay=1)
+        memo.kube = KubeClient(_credentials[-1])
+    client = memo.kube
+    assert isinstance(client, KubeClient)
+    return client
+
+
+# --- reconcile: the owned objects ------------------------------------------------------------------------
+
+
+async def apply(client: KubeClient, desired: dict[str, Any], ignore: tuple[str, ...] = ()) -> str:
+    """Create the object or patch what drifted; returns what was done (created, patched, unchanged)."""
+    try:
+        live = await client.get(object_path(desired))
+    except KubeError as exc:
+        if not exc.not_found:
+            raise
+        await client.create(object_path(desired, with_name=False), desired)
+        return "created"
+    patch = drift_patch(live, desired, ignore)
+    if not patch:
+        return "unchanged"
+    await client.patch(object_path(desired), patch)
+    return "patched"
+
+
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL)
+async def reconcile(
+    body: kopf.Body, meta: kopf.Meta, status: kopf.Status, patch: kopf.Patch, memo: kopf.Memo, **_: Any
+) -> None:
+    started = time.monotonic()
+    generation = int(meta.get("generation") or 0)
+    found = list(status.get("conditions") or [])
+    try:
+        service = parse(body)
+    except specs.ManifestError as exc:
+        message = "; ".join(exc.problems)
+        patch.status["conditions"] = conditions.upsert(
+            found, "Ready", False, "InvalidSpec", message, generation, now_rfc3339()
+        )
+        patch.status["observedGeneration"] = generation
+        kopf.warn(body, reason="InvalidSpec", message=message)
+        metrics.RECONCILES.labels("invalid").inc()
+        return  # nothing to retry until the spec changes
+    client = kube(memo)
+    autoscaling = service.spec.autoscaling
+    # The loop owns the model Deployment's replicas while autoscaling is on; with it off, spec.replicas
+    # (what `kubectl scale gis` writes through /scale) does.
+    replicas = (
+        service.spec.replicas
+        if not autoscaling.enabled
+        else int(status.get("desiredReplicas", autoscaling.min_replicas))
+    )
+    done: dict[str, str] = {}
+    for obj in build_owned(service, owner_reference(body), replicas, memo.gateway_image):
+        is_model = obj["kind"] == "Deployment" and obj["metadata"]["name"] == model_name(service)
+        ignore = ("spec.replicas",) if is_model and autoscaling.enabled else ()
+        done[f"{obj['kind']}/{obj['metadata']['name']}"] = await apply(client, obj, ignore)
+    if not service.spec.gateway.enabled:
+        await remove_gateway(client, service)
+    changed = {k: v for k, v in done.items() if v != "unchanged"}
+    if changed:
+        kopf.info(body, reason="Applied", message=", ".join(f"{k} {v}" for k, v in changed.items()))
+    patch.status["observedGeneration"] = generation
+    patch.status["selector"] = label_selector(service)
+    ready = conditions.get(found, "Ready")
+    if ready is None or ready.get("reason") == "InvalidSpec":
+        patch.status["conditions"] = conditions.upsert(
+            found, "Ready", False, "Starting", "waiting for the first replica", generation, now_rfc3339()
+        )
+    metrics.RECONCILES.labels("ok").inc()
+    metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
+
+
+async def remove_gateway(client: KubeClient, service: specs.GpuInferenceService) -> None:
+    """Turning the gateway off leaves its objects behind (their owner lives on): remove them."""
+    ns, name = service.metadata.namespace, gateway_name(service)
+    for api_version, plural in (
+        ("apps/v1", "deployments"),
+        ("rbac.authorization.k8s.io/v1", "rolebindings"),
+        ("rbac.authorization.k8s.io/v1", "roles"),
+        ("v1", "serviceaccounts"),
+    ):
+        with contextlib.suppress(KubeError):
+            await client.delete(path(api_version, plural, ns, name))
+
+
+# --- the control loop, one per service -------------------------------------------------------------------
+
+
+async def gateway_admin_url(client: KubeClient, service: specs.GpuInferenceService) -> str | None:
+    """The admin port of a ready gateway pod: reachable from the operator on a cluster and here alike."""
+    pods = await client.list(
+        path("v1", "pods", service.metadata.namespace), label_selector(service, "gateway")
+    )
+    for pod in pods:
+        ip = (pod.get("status") or {}).get("podIP")
+        if ip and pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+            return f"http://{ip}:{GATEWAY_ADMIN_PORT}"
+    return None
+
+
+def status_from(report: TickReport | None, backend: KubeBackend, state: PolicyState | None) -> dict[str, Any]:
+    ready = sum(1 for r in backend.replicas() if r.phase == "ready")
+    out: dict[str, Any] = {"replicas": len(backend.pods), "readyReplicas": ready}
+    if report is not None:
+        out["desiredReplicas"] = report.decision.desired
+        if report.observation.queued is not None:
+            out["queueDepth"] = report.observation.queued
+        if report.observation.running is not None:
+            out["inFlight"] = report.observation.running
+    if state is not None:
+        out["autoscalerState"] = state.to_dict()
+    return out
+
+
+@kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
+async def autoscale(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
+) -> None:
+    """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
+    last_status: dict[str, Any] = {}
+    loop: ControlLoop | None = None
+    seen_generation = -1
+    while not stopped:
+        started = time.monotonic()
+        try:
+            service = parse(body)
+        except specs.ManifestError:
+            await stopped.wait(2.0)  # the reconcile handler reports it; wait for a fixed spec
+            continue
+        client = kube(memo)
+        spec = service.spec.autoscaling
+        backend = KubeBackend(
+            client, service.metadata.namespace, model_name(service), label_selector(service)
+        )
+        if loop is None or seen_generation != body.meta.get("generation"):
+            seen_generation = int(body.meta.get("generation") or 0)
+            # Wall-clock time: the policy's windows are saved in status and read back by the next operator.
+            loop = ControlLoop(spec, backend, GatewayAdmin("http://unset", memo.http), clock=time.time)
+            saved = body.status.get("autoscalerState") or {}
+            if saved:
+                loop.state = PolicyState.from_dict(dict(saved))  # survives an operator restart: no flap
+        loop.backend = backend
+        report: TickReport | None = None
+        found = list(body.status.get("conditions") or [])
+        generation = int(body.meta.get("generation") or 0)
+        now = now_rfc3339()
+        try:
+            await backend.refresh()
+            if spec.enabled and service.spec.gateway.enabled:
+                url = await gateway_admin_url(client, service)
+                if url is not None:
+                    loop.gateway.admin_url = url
+                    report = await loop.tick()
+                    found = conditions.upsert(
+                        found,
+                        "ScalingActive",
+                        report.observation.queued is not None,
+                        "Observing" if report.observation.queued is not None else "NoLoadData",
+                        report.decision.reason
+                        if report.observation.queued is not None
+                        else "the gateway did not answer this tick",
+                        generation,
+                        now,
+                    )
+                else:
+                    found = conditions.upsert(
+                        found,
+                        "ScalingActive",
+                        False,
+                        "NoGateway",
+                        "no ready gateway pod to read the queue from",
+                        generation,
+                        now,
+                    )
+            else:
+                why = "autoscaling.enabled is false" if not spec.enabled else "the gateway is disabled"
+                found = conditions.upsert(found, "ScalingActive", False, "Disabled", why, generation, now)
+        except (KubeError, httpx.HTTPError, OSError) as exc:
+            metrics.SCRAPE_ERRORS.inc()
+            logger.warning(f"tick failed: {exc}")
+            await stopped.wait(spec.tick_seconds)
+            continue
+        status = status_from(report, backend, loop.state if report is not None else None)
+        ready = status["readyReplicas"]
+        blocked = unschedulable(backend.pods)
+        found = conditions.upsert(
+            found,
+            "PodsSchedulable",
+            blocked is None,
+            "Unschedulable" if blocked else "Scheduled",
+            blocked or "every pod found a node",
+            generation,
+            now,
+        )
+        wanted = report.decision.desired if report is not None else backend.wanted
+        if ready > 0 or wanted == 0:
+            found = conditions.upsert(
+                found,
+                "Ready",
+                True,
+                "Ready" if ready else "ScaledToZero",
+                f"{ready}/{wanted} replicas ready",
+                generation,
+                now,
+            )
+        else:
+            found = conditions.upsert(
+                found,
+                "Ready",
+                False,
+                "Unschedulable" if blocked else "Starting",
+                blocked or f"0/{wanted} replicas ready",
+                generation,
+                now,
+            )
+        status["conditions"] = found
+        if report is not None and report.scaled:
+            status["lastScaleTime"] = now
+            metrics.DECISIONS.labels("up" if report.started else "down").inc()
+            kind = "ScaledUp" if report.started else "ScaledDown"
+            kopf.info(
+                body, reason=kind, message=f"{report.decision.desired} replicas: {report.decision.reason}"
+            )
+        comparable = {k: v for k, v in status.items() if k != "conditions"}
+        comparable["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in found]
+        if comparable != last_status:
+            try:
+                await client.patch(
+                    path(f"{GROUP}/{VERSION}", PLURAL, service.metadata.namespace, service.name, "status"),
+                    {"status": status},
+                )
+                last_status = comparable
+            except KubeError as exc:
+                logger.warning(f"status not written: {exc}")
+        metrics.TICK_SECONDS.observe(time.monotonic() - started)
+        await stopped.wait(max(0.0, spec.tick_seconds - (time.monotonic() - started)))

@@ -1,0 +1,123 @@
+"""The operator end to end against the API test server: a GpuInferenceService becomes its objects and
+real processes, load scales the model Deployment up, idleness scales it down through idle pods only,
+and deleting the service leaves nothing."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+
+from tests.conftest import wait_until
+from tests.operator.conftest import NS, Harness, run_operator, sleep_service
+
+INFER = "/v2/models/sleep/infer"
+MODEL = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=model"
+GATEWAY = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=gateway"
+
+
+def condition(obj: dict[str, object], kind: str) -> dict[str, object]:
+    status = obj.get("status") or {}
+    assert isinstance(status, dict)
+    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
+
+
+async def load(url: str, clients: int, seconds: float) -> list[int]:
+    codes: list[int] = []
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def lane() -> None:
+            while time.monotonic() < deadline:
+                codes.append((await client.post(INFER, json={"inputs": []})).status_code)
+
+        await asyncio.gather(*(lane() for _ in range(clients)))
+    return codes
+
+
+def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harness) -> None:
+    with run_operator() as runner:
+        harness.kube.apply(sleep_service())
+        deploy = f"/apis/apps/v1/namespaces/{NS}/deployments"
+        wait_until(
+            lambda: harness.exists(f"{deploy}/sleep-model") and harness.exists(f"{deploy}/sleep-gateway"), 20
+        )
+        uid = harness.service("sleep")["metadata"]["uid"]
+        for path in (
+            f"{deploy}/sleep-model",
+            f"{deploy}/sleep-gateway",
+            f"/api/v1/namespaces/{NS}/services/sleep",
+            f"/api/v1/namespaces/{NS}/serviceaccounts/sleep-gateway",
+            f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/sleep-gateway",
+        ):
+            owners = harness.get(path)["metadata"]["ownerReferences"]
+            assert [o["uid"] for o in owners] == [uid], path
+        wait_until(lambda: condition(harness.service("sleep"), "Ready").get("status") == "True", 30)
+        wait_until(lambda: condition(harness.service("sleep"), "ScalingActive").get("status") == "True", 30)
+        (gateway_pod,) = harness.pods(GATEWAY)
+        gateway_url = f"http://{gateway_pod['status']['podIP']}:8080"
+
+        codes = asyncio.run(load(gateway_url, clients=4, seconds=6))
+        assert codes
+        assert set(codes) == {200}
+        scaled = harness.get(f"{deploy}/sleep-model")["spec"]["replicas"]
+        assert scaled > 1
+        reasons = {e["reason"] for e in harness.events("sleep")}
+        assert "ScaledUp" in reasons
+
+        # Idle now: the replicas go, each marked cheapest to delete before the Deployment shrinks.
+        wait_until(lambda: harness.get(f"{deploy}/sleep-model")["spec"]["replicas"] == 1, 40)
+        assert "ScaledDown" in {e["reason"] for e in harness.events("sleep")}
+        status = harness.service("sleep")["status"]
+        assert status["desiredReplicas"] == 1
+        assert status["autoscalerState"]["samples"] is not None
+        assert status["lastScaleTime"]
+
+        harness.http.delete(f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices/sleep")
+        wait_until(lambda: not harness.exists(f"{deploy}/sleep-model"), 20)
+        assert not harness.exists(f"{deploy}/sleep-gateway")
+        assert not harness.exists(f"/api/v1/namespaces/{NS}/services/sleep")
+    assert runner.exit_code == 0
+    assert runner.exception is None
+
+
+def test_a_spec_the_operator_cannot_use_is_a_condition_and_an_event(harness: Harness) -> None:
+    """The schema catches what it can; a CRD left from an older release may not, and then the operator
+    says why on the object instead of crashing or retrying."""
+    crd = harness.get(
+        "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/gpuinferenceservices.gpuscale.io"
+    )
+    version = crd["spec"]["versions"][0]
+    version["schema"]["openAPIV3Schema"]["properties"]["spec"] = {
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": True,
+    }
+    harness.http.put(
+        f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{crd['metadata']['name']}", json=crd
+    ).raise_for_status()
+    bad = sleep_service("bad")
+    bad["spec"]["template"]["env"].append({"name": "9-not-a-name", "value": "x"})
+    with run_operator() as runner:
+        harness.kube.apply(bad)
+        wait_until(lambda: condition(harness.service("bad"), "Ready").get("reason") == "InvalidSpec", 20)
+        ready = condition(harness.service("bad"), "Ready")
+        assert "spec.template.env[2].name" in str(ready["message"])
+        assert "InvalidSpec" in {e["reason"] for e in harness.events("bad")}
+        assert not harness.exists(f"/apis/apps/v1/namespaces/{NS}/deployments/bad-model")
+    assert runner.exception is None
+
+
+def test_pods_that_fit_no_node_say_so(harness: Harness) -> None:
+    """maxReplicas beyond the cluster's GPUs: the pods wait, and the service says why."""
+    gpu = sleep_service("gpu")
+    gpu["spec"]["gpusPerReplica"] = 1  # the test cluster's node has no nvidia.com/gpu
+    with run_operator() as runner:
+        harness.kube.apply(gpu)
+        wait_until(lambda: condition(harness.service("gpu"), "PodsSchedulable").get("status") == "False", 20)
+        blocked = condition(harness.service("gpu"), "PodsSchedulable")
+        assert blocked["reason"] == "Unschedulable"
+        assert "Insufficient nvidia.com/gpu" in str(blocked["message"])
+        ready = condition(harness.service("gpu"), "Ready")
+        assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
+    assert runner.exception is None
