@@ -276,8 +276,11 @@ async def autoscale(
                 why = "autoscaling.enabled is false" if not spec.enabled else "the gateway is disabled"
                 found = conditions.upsert(found, "ScalingActive", False, "Disabled", why, generation, now)
         except (KubeError, httpx.HTTPError, OSError) as exc:
-            metrics.SCRAPE_ERRORS.inc()
-            logger.warning(f"tick failed: {exc}")
+            if isinstance(exc, KubeError) and exc.not_found:
+                logger.debug(f"nothing to scale yet: {exc}")  # the daemon may start before reconcile ends
+            else:
+                metrics.SCRAPE_ERRORS.inc()
+                logger.warning(f"tick failed: {exc}")
             await stopped.wait(spec.tick_seconds)
             continue
         status = status_from(report, backend, loop.state if report is not None else None)
