@@ -11,8 +11,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import gpuscale.kube.operator  # noqa: F401  (registers the handlers in kopf's default registry)
+import gpuscale.kube.handlers
 import httpx
+import kopf
 import pytest
 from gpuscale.crd import build_crd
 from gpuscale.podproc import PodProcess, ServerProcess
@@ -127,6 +128,8 @@ def harness(
     kube.write_kubeconfig(kubeconfig)
     kube.apply(build_crd())
     monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    # `kopf run FILE` puts the file's folder on sys.path; a copy keeps that from outliving the test.
+    monkeypatch.setattr(sys, "path", list(sys.path))
     try:
         with httpx.Client(base_url=kube.url, timeout=10) as http:
             yield Harness(kube, runtime, http)
@@ -134,8 +137,15 @@ def harness(
         runtime.stop_all()
 
 
+HANDLERS = gpuscale.kube.handlers.__file__
+
+
 def run_operator(*extra: str) -> KopfRunner:
-    return KopfRunner(["run", "--standalone", "-n", NS, *extra], timeout=60)
+    """kopf runs the handlers file into a fresh registry: `kopf run` makes the registry it is given the
+    process-wide default, so one left by an earlier test (or by another test's operator) never mixes in."""
+    return KopfRunner(
+        ["run", "--standalone", "-n", NS, *extra, HANDLERS], registry=kopf.OperatorRegistry(), timeout=60
+    )
 
 
 def sleep_service(name: str = "sleep", **autoscaling: Any) -> Obj:

@@ -50,7 +50,7 @@ COMMANDS = {
         "gpuscale.kube.cli",
         "Watch GpuInferenceServices, create the model Deployment, its Services, the gateway and its RBAC, "
         "and scale the model Deployment by the gateway's queue every tick (kopf; `kopf run -m "
-        "gpuscale.kube.operator` works too).",
+        "gpuscale.kube.handlers` works too).",
     ),
     "crd": Command(
         "print the GpuInferenceService CRD (for `kubectl apply -f -`)",

@@ -33,7 +33,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace, prog: str) -> int:
     import kopf
 
-    import gpuscale.kube.operator  # noqa: F401  (registers the handlers)
+    import gpuscale.kube.handlers  # noqa: F401  (registers the handlers)
 
     if not args.namespace and not args.all_namespaces:
         print(f"{prog}: say which namespaces to watch: -n NS (repeatable) or -A", file=sys.stderr)

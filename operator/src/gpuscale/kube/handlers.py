@@ -1,7 +1,7 @@
 """The kopf operator: a GpuInferenceService becomes its Deployments, Services and RBAC, and a control loop
 per service scales the model Deployment by the gateway's queue.
 
-Run with ``gpuscale operator`` (or ``kopf run -m gpuscale.kube.operator``). Handlers stay thin: the
+Run with ``gpuscale operator`` (or ``kopf run -m gpuscale.kube.handlers``). Handlers stay thin: the
 objects come from ``objects.build_*``, decisions from the policy, and what must survive a restart
 (the policy's windows, the last scale time) lives in the CR's status.
 """
