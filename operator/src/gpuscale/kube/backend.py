@@ -22,19 +22,6 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
-def unschedulable(pods: Sequence[dict[str, Any]]) -> str | None:
-    """The scheduler's message for a pod that fits no node (no free nvidia.com/gpu...), if any."""
-    for pod in pods:
-        for c in (pod.get("status") or {}).get("conditions") or []:
-            if (
-                c.get("type") == "PodScheduled"
-                and c.get("status") == "False"
-                and c.get("reason") == "Unschedulable"
-            ):
-                return str(c.get("message") or "unschedulable")
-    return None
-
-
 @dataclass
 class KubeBackend:
     """One service's model pods, as the loop sees them; ``refresh`` reads the API before each tick."""
@@ -45,9 +32,11 @@ class KubeBackend:
     selector: str
     pods: list[dict[str, Any]] = field(default_factory=list)
     wanted: int = 0  # the Deployment's spec.replicas as last read or written
+    live_deployment: dict[str, Any] = field(default_factory=dict)
 
     async def refresh(self) -> None:
         deployment = await self.client.get(path("apps/v1", "deployments", self.namespace, self.deployment))
+        self.live_deployment = deployment
         self.wanted = int((deployment.get("spec") or {}).get("replicas") or 0)
         pods = await self.client.list(path("v1", "pods", self.namespace), self.selector)
         live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]

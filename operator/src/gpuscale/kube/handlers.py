@@ -23,9 +23,10 @@ from gpuscale.control.gateway_admin import GatewayAdmin
 from gpuscale.control.loop import ControlLoop, TickReport
 from gpuscale.control.policy import PolicyState
 from gpuscale.kube import conditions, metrics
-from gpuscale.kube.backend import KubeBackend, pod_ready, unschedulable
+from gpuscale.kube.backend import KubeBackend, pod_ready
 from gpuscale.kube.client import Credentials, KubeClient, KubeError, object_path, path
 from gpuscale.kube.drift import drift_patch
+from gpuscale.kube.health import readiness, unschedulable
 from gpuscale.kube.objects import (
     DEFAULT_GATEWAY_IMAGE,
     GATEWAY_ADMIN_PORT,
@@ -296,26 +297,13 @@ async def autoscale(
             now,
         )
         wanted = report.decision.desired if report is not None else backend.wanted
-        if ready > 0 or wanted == 0:
-            found = conditions.upsert(
-                found,
-                "Ready",
-                True,
-                "Ready" if ready else "ScaledToZero",
-                f"{ready}/{wanted} replicas ready",
-                generation,
-                now,
-            )
-        else:
-            found = conditions.upsert(
-                found,
-                "Ready",
-                False,
-                "Unschedulable" if blocked else "Starting",
-                blocked or f"0/{wanted} replicas ready",
-                generation,
-                now,
-            )
+        health = readiness(backend.pods, backend.live_deployment, ready, wanted)
+        before = conditions.get(found, "Ready") or {}
+        found = conditions.upsert(
+            found, "Ready", health.ready, health.reason, health.message, generation, now
+        )
+        if not health.ready and health.reason not in ("Starting", before.get("reason")):
+            kopf.warn(body, reason=health.reason, message=health.message)  # once, when it starts
         status["conditions"] = found
         if report is not None and report.scaled:
             status["lastScaleTime"] = now
