@@ -84,6 +84,8 @@ class Store:
     listeners: list[Callable[[Change], None]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
+        # Its own source: a test that reseeds the global one (hypothesis does) must not repeat names.
+        self._names = random.Random()
         for name in SYSTEM_NAMESPACES:
             self.create(self.type("", "v1", "namespaces"), None, {"metadata": {"name": name}})
 
@@ -191,7 +193,7 @@ class Store:
         else:
             m.pop("namespace", None)
         if not m.get("name") and m.get("generateName"):
-            suffix = "".join(random.choice(_GENERATE_ALPHABET) for _ in range(5))
+            suffix = "".join(self._names.choice(_GENERATE_ALPHABET) for _ in range(5))
             m["name"] = f"{m['generateName']}{suffix}"
         name = m.get("name") or ""
         self._check_namespace(rtype, namespace)

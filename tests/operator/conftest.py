@@ -64,11 +64,14 @@ class ProcessRuntime:
     started: dict[str, Played] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
     next_ip: int = 20
+    closed: bool = False
 
     def start(self, pod: Obj) -> Played:
         container = pod["spec"]["containers"][0]
         env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
         with self.lock:
+            if self.closed:
+                raise RuntimeError("the test is over: no more pods")  # the kubelet must not restart them
             ip = f"127.0.0.{self.next_ip}"
             self.next_ip += 1
             if container.get("command") == ["gpuscale", "gateway"]:
@@ -85,7 +88,10 @@ class ProcessRuntime:
         return played
 
     def stop_all(self) -> None:
-        for played in self.started.values():
+        with self.lock:
+            self.closed = True
+            started = list(self.started.values())
+        for played in started:
             played.process.kill()
 
 

@@ -25,6 +25,12 @@ class _Spec(BaseModel):
     )
 
 
+def _number(x: float) -> str:
+    """Short where that is exact (90, 0.5), every digit where it is not (0.5000001)."""
+    short = f"{x:g}"
+    return short if float(short) == x else repr(x)
+
+
 class AutoscalingSpec(_Spec):
     """How many replicas, from queue depth. Every knob has a default; see docs/autoscaling.md."""
 
@@ -64,8 +70,8 @@ class AutoscalingSpec(_Spec):
             raise ValueError(f"minReplicas {self.min_replicas} is above maxReplicas {self.max_replicas}")
         if self.burst_window_seconds > self.stable_window_seconds:
             raise ValueError(
-                f"burstWindowSeconds {self.burst_window_seconds:g} is longer than "
-                f"stableWindowSeconds {self.stable_window_seconds:g}"
+                f"burstWindowSeconds {_number(self.burst_window_seconds)} is longer than "
+                f"stableWindowSeconds {_number(self.stable_window_seconds)}"
             )
         return self
 

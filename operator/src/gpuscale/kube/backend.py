@@ -45,14 +45,13 @@ class KubeBackend:
         )
 
     def replicas(self) -> Sequence[ReplicaStatus]:
-        """Ready pods, then the others as starting; replicas the Deployment wants but has no pod for yet
-        count as starting too, so a slow ReplicaSet never looks like missing capacity."""
-        out = [
-            ReplicaStatus(p["metadata"]["name"], "ready" if pod_ready(p) else "starting") for p in self.pods
-        ]
-        out += [
-            ReplicaStatus(f"(pending {i + 1})", "starting") for i in range(max(0, self.wanted - len(out)))
-        ]
+        """As many replicas as the Deployment wants: ready pods first, then starting ones, then ones it
+        has no pod for yet. A rollout's surge pod is the Deployment's business, not a replica too many
+        (counting it, the loop would scale down in the middle of every rollout)."""
+        ready = [ReplicaStatus(p["metadata"]["name"], "ready") for p in self.pods if pod_ready(p)]
+        starting = [ReplicaStatus(p["metadata"]["name"], "starting") for p in self.pods if not pod_ready(p)]
+        out = (ready + starting)[: self.wanted]
+        out += [ReplicaStatus(f"(pending {i + 1})", "starting") for i in range(self.wanted - len(out))]
         return out
 
     async def scale(self, replicas: int) -> None:

@@ -30,6 +30,7 @@ from gpuscale.kube.health import readiness, unschedulable
 from gpuscale.kube.objects import (
     DEFAULT_GATEWAY_IMAGE,
     GATEWAY_ADMIN_PORT,
+    TemplateError,
     build_owned,
     gateway_name,
     label_selector,
@@ -54,7 +55,14 @@ def parse(body: Mapping[str, Any]) -> specs.GpuInferenceService:
         "metadata": {"name": meta["name"], "namespace": meta.get("namespace", "default")},
         "spec": dict(body.get("spec") or {}),
     }
-    return specs.parse_service(document, f"{meta.get('namespace')}/{meta['name']}")
+    source = f"{meta.get('namespace')}/{meta['name']}"
+    service = specs.parse_service(document, source)
+    try:
+        # Template overrides are free-form in the schema; building the objects is what checks their shapes.
+        build_owned(service, owner_reference(body), 0)
+    except TemplateError as exc:
+        raise specs.ManifestError(source, [str(exc)]) from None
+    return service
 
 
 # --- start-up: credentials shared by kopf and our own client ---------------------------------------------
