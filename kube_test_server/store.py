@@ -86,6 +86,8 @@ class Store:
     def __post_init__(self) -> None:
         # Its own source: a test that reseeds the global one (hypothesis does) must not repeat names.
         self._names = random.Random()
+        # The keys of each kind: a list or a controller's scan reads its kind, not the whole store.
+        self._kinds: dict[tuple[str, str], set[Key]] = {}
         for name in SYSTEM_NAMESPACES:
             self.create(self.type("", "v1", "namespaces"), None, {"metadata": {"name": name}})
 
@@ -115,7 +117,7 @@ class Store:
 
     def items(self, rtype: ResourceType, namespace: str | None = None) -> Iterator[Obj]:
         """Stored objects of a kind (not copies: callers inside the server must not change them)."""
-        keys = [k for k in self.objects if k[0] == rtype.group and k[1] == rtype.plural]
+        keys = list(self._kinds.get((rtype.group, rtype.plural), ()))
         for key in sorted(keys):
             if namespace is None or key[2] == namespace:
                 yield self.objects[key]
@@ -151,6 +153,7 @@ class Store:
         views can hold them without copies."""
         meta(new)["resourceVersion"] = str(self._bump())
         self.objects[key] = new
+        self._kinds.setdefault(key[:2], set()).add(key)
         kind: ChangeType = "ADDED" if old is None else "MODIFIED"
         self._emit(Change(kind, self.revision, rtype.group, rtype.plural, key[2], new, old))
 
@@ -499,6 +502,7 @@ class Store:
 
     def _remove(self, rtype: ResourceType, key: Key) -> Obj:
         obj = self.objects.pop(key)
+        self._kinds.get(key[:2], set()).discard(key)
         gone = copy.deepcopy(obj)
         meta(gone)["resourceVersion"] = str(self._bump())
         self._emit(Change("DELETED", self.revision, rtype.group, rtype.plural, key[2], gone, obj))

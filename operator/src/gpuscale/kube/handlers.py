@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
@@ -87,20 +88,19 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = "gpuscale.io/operator"
     settings.watching.server_timeout = 300
     memo.gateway_image = memo.get("gateway_image", DEFAULT_GATEWAY_IMAGE)
-    memo.http = httpx.AsyncClient(timeout=1.0)
     metrics.serve(memo.get("metrics_port"))
 
 
 @kopf.on.cleanup()
 async def close(memo: kopf.Memo, **_: Any) -> None:
-    for name in ("kube", "http"):
-        client = memo.get(name)
-        if client is not None:
-            await client.aclose()
+    client = memo.get("kube")
+    if client is not None:
+        await client.aclose()
 
 
 def kube(memo: kopf.Memo) -> KubeClient:
-    """One client for the process, made on first use (kopf logs in after start-up handlers run)."""
+    """The service's API client, made on first use (kopf logs in after start-up handlers run). kopf gives
+    each resource its own copy of the memo, so each service has one; the daemon closes it."""
     if memo.get("kube") is None:
         if not _credentials:
             raise kopf.TemporaryError("not logged in to the API yet", delay=1)
@@ -225,8 +225,46 @@ def status_from(report: TickReport | None, backend: KubeBackend, state: PolicySt
 async def autoscale(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any
 ) -> None:
+    """The service's control loop, with its own gateway client (one shared pool for 200 gateways would
+    keep few connections alive and scan itself on every request); both clients close when it ends."""
+    try:
+        async with httpx.AsyncClient(timeout=1.0, verify=_PLAIN_HTTP) as http:
+            await _autoscale(stopped, body, memo, logger, http)
+    finally:
+        client = memo.get("kube")
+        if client is not None:
+            memo.kube = None
+            await client.aclose()
+
+
+# The gateway's admin port is plain HTTP: an empty TLS context spares each client loading the CA bundle.
+_PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+
+
+def _worth_writing(status: dict[str, Any]) -> dict[str, Any]:
+    """What a status write is for: everything but the policy's samples and the transition times. Samples
+    change every tick; they are saved with the next other change, or every PERSIST_SECONDS."""
+    out = {k: v for k, v in status.items() if k not in ("conditions", "autoscalerState")}
+    state = status.get("autoscalerState")
+    if state is not None:
+        out["autoscalerState"] = {k: v for k, v in state.items() if k != "samples"}
+    out["conditions"] = [
+        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
+    ]
+    return out
+
+
+# A restarted operator resumes with samples at most this old (the windows it needs are longer).
+PERSIST_SECONDS = 30.0
+
+
+async def _autoscale(
+    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, http: httpx.AsyncClient
+) -> None:
     """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
     last_status: dict[str, Any] = {}
+    last_write = 0.0
+    admin_url: str | None = None
     loop: ControlLoop | None = None
     seen_generation = -1
     while not stopped:
@@ -244,7 +282,7 @@ async def autoscale(
         if loop is None or seen_generation != body.meta.get("generation"):
             seen_generation = int(body.meta.get("generation") or 0)
             # Wall-clock time: the policy's windows are saved in status and read back by the next operator.
-            loop = ControlLoop(spec, backend, GatewayAdmin("http://unset", memo.http), clock=time.time)
+            loop = ControlLoop(spec, backend, GatewayAdmin("http://unset", http), clock=time.time)
             saved = body.status.get("autoscalerState") or {}
             if saved:
                 loop.state = PolicyState.from_dict(dict(saved))  # survives an operator restart: no flap
@@ -256,10 +294,13 @@ async def autoscale(
         try:
             await backend.refresh()
             if spec.enabled and service.spec.gateway.enabled:
-                url = await gateway_admin_url(client, service)
-                if url is not None:
-                    loop.gateway.admin_url = url
+                # Look the gateway pod up again only when it stopped answering (restarted, moved).
+                admin_url = admin_url or await gateway_admin_url(client, service)
+                if admin_url is not None:
+                    loop.gateway.admin_url = admin_url
                     report = await loop.tick()
+                    if report.observation.queued is None:
+                        admin_url = None
                     found = conditions.upsert(
                         found,
                         "ScalingActive",
@@ -320,15 +361,15 @@ async def autoscale(
             kopf.info(
                 body, reason=kind, message=f"{report.decision.desired} replicas: {report.decision.reason}"
             )
-        comparable = {k: v for k, v in status.items() if k != "conditions"}
-        comparable["conditions"] = [{k: v for k, v in c.items() if k != "lastTransitionTime"} for c in found]
-        if comparable != last_status:
+        comparable = _worth_writing(status)
+        samples_due = "autoscalerState" in status and time.monotonic() - last_write >= PERSIST_SECONDS
+        if comparable != last_status or samples_due:
             try:
                 await client.patch(
                     path(f"{GROUP}/{VERSION}", PLURAL, service.metadata.namespace, service.name, "status"),
                     {"status": status},
                 )
-                last_status = comparable
+                last_status, last_write = comparable, time.monotonic()
             except KubeError as exc:
                 logger.warning(f"status not written: {exc}")
         metrics.TICK_SECONDS.observe(time.monotonic() - started)
