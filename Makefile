@@ -43,9 +43,10 @@ bench: $(VENV)/.runtime tools
 	$(BIN)/python -m bench.pod_server
 	$(BIN)/python -m bench.autoscale
 
-# The Kubernetes API test server's own speed (it needs the test extras: aiohttp).
+# The Kubernetes API test server's own speed, and the operator's against it (test extras: aiohttp, kopf).
 bench-kube: $(VENV)/.test
 	$(BIN)/python -m bench.kube_api
+	$(BIN)/python -m bench.operator_bench
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
