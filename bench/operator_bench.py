@@ -51,7 +51,8 @@ from kube_test_server.controllers import DeploymentController, pod_ready
 from kube_test_server.kubelet import Kubelet, Scheduler, node, register_node
 from kube_test_server.server import KubeTestServer, cluster
 from kube_test_server.store import Change, Obj, Store, meta
-from tests.operator.conftest import NS, Harness, ProcessRuntime, run_operator, sleep_service
+from tests.operator.conftest import NS, Harness, run_operator, sleep_service
+from tests.pod_runtime import ProcessRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "operator-bench.md"

@@ -6,73 +6,26 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from gpuscale.podproc import GatewayProcess, PodProcess
+from gpuscale.podproc import GatewayProcess
 
-from kube_test_server.kubelet import http_ready
 from kube_test_server.server import KubeTestServer
 from kube_test_server.store import Obj
 from tests.conftest import wait_until
+from tests.pod_runtime import ProcessRuntime
 
 INFER = "/v2/models/sleep/infer"
 NS = "default"
 
 
-@dataclass
-class PodServer:
-    """A pod played by `python -m inference_app` (a PodHandle for the kubelet)."""
-
-    process: PodProcess
-    ip: str
-    port: int | None
-
-    async def ready(self) -> bool:
-        return await http_ready(f"http://{self.ip}:{self.port}/v2/health/ready")
-
-    def terminate(self) -> None:
-        self.process.terminate()
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def exited(self) -> int | None:
-        return self.process.proc.poll()
-
-
-@dataclass
-class PodServerRuntime:
-    """Starts each pod's first container as a pod server on the next 127.0.0.x, with the container's env
-    and its first containerPort, as a kubelet would run the image."""
-
-    started: dict[str, PodServer] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def start(self, pod: Obj) -> PodServer:
-        container = pod["spec"]["containers"][0]
-        port = container["ports"][0]["containerPort"]
-        env = {e["name"]: e["value"] for e in container.get("env") or []}
-        with self.lock:
-            ip = f"127.0.0.{len(self.started) + 2}"
-            process = PodProcess(["--port", str(port)], host=ip, env=env)
-            server = PodServer(process, ip, port)
-            self.started[pod["metadata"]["name"]] = server
-        return server
-
-    def stop_all(self) -> None:
-        for server in self.started.values():
-            server.process.kill()
-
-
 @pytest.fixture
-def runtime() -> Iterator[PodServerRuntime]:
-    runtime = PodServerRuntime()
+def runtime() -> Iterator[ProcessRuntime]:
+    runtime = ProcessRuntime(next_ip=2)
     yield runtime
     runtime.stop_all()
 
@@ -130,7 +83,7 @@ async def keep_sending(url: str, stop: asyncio.Event, lanes: int = 3) -> list[ht
 
 
 def test_the_gateway_follows_a_deployment_through_scale_down(
-    kube_cluster: Callable[..., KubeTestServer], runtime: PodServerRuntime, tmp_path: Path
+    kube_cluster: Callable[..., KubeTestServer], runtime: ProcessRuntime, tmp_path: Path
 ) -> None:
     kube = kube_cluster(runtime=runtime)
     config = kube.write_kubeconfig(tmp_path / "kubeconfig.yaml")

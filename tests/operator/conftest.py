@@ -3,11 +3,12 @@ model Deployment and gateways (discovering those pods through the same API) for 
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sys
-import threading
+import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,14 +17,14 @@ import httpx
 import kopf
 import pytest
 from gpuscale.crd import build_crd
-from gpuscale.podproc import PodProcess, ServerProcess
 from kopf.testing import KopfRunner
 
-from kube_test_server.kubelet import http_ready
 from kube_test_server.server import KubeTestServer
 from kube_test_server.store import Obj
+from tests.pod_runtime import ProcessRuntime
 
 NS = "default"
+INFER = "/v2/models/sleep/infer"
 
 
 def free_port() -> int:
@@ -31,68 +32,6 @@ def free_port() -> int:
         s.bind(("0.0.0.0", 0))
         port: int = s.getsockname()[1]
         return port
-
-
-@dataclass
-class Played:
-    """A pod played by a local process (a PodHandle for the test server's kubelet)."""
-
-    process: ServerProcess
-    ip: str
-    port: int | None
-    ready_url: str
-
-    async def ready(self) -> bool:
-        return await http_ready(self.ready_url)
-
-    def terminate(self) -> None:
-        self.process.terminate()
-
-    def kill(self) -> None:
-        self.process.kill()
-
-    def exited(self) -> int | None:
-        return self.process.proc.poll()
-
-
-@dataclass
-class ProcessRuntime:
-    """Runs a model pod as `python -m inference_app` and a gateway pod as `python -m gpuscale_gateway` with
-    the container's own env and args, each on its own 127.0.0.x, as a kubelet would run the images."""
-
-    kubeconfig: Path
-    started: dict[str, Played] = field(default_factory=dict)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-    next_ip: int = 20
-    closed: bool = False
-
-    def start(self, pod: Obj) -> Played:
-        container = pod["spec"]["containers"][0]
-        env = {e["name"]: str(e.get("value", "")) for e in container.get("env") or []}
-        with self.lock:
-            if self.closed:
-                raise RuntimeError("the test is over: no more pods")  # the kubelet must not restart them
-            ip = f"127.0.0.{self.next_ip}"
-            self.next_ip += 1
-            if container.get("command") == ["gpuscale", "gateway"]:
-                args = [a.replace("0.0.0.0", ip) for a in container["args"]]
-                env = {**env, "KUBECONFIG": str(self.kubeconfig), "GPUSCALE_GATEWAY_LOG_LEVEL": "warning"}
-                process = ServerProcess([sys.executable, "-m", "gpuscale_gateway", *args], env=env)
-                admin = next(a.split("=", 1)[1] for a in args if a.startswith("--admin-port="))
-                played = Played(process, ip, None, f"http://{ip}:{admin}/readyz")
-            else:
-                port = container["ports"][0]["containerPort"]
-                process = PodProcess(["--port", str(port), "--log-level", "warning"], host=ip, env=env)
-                played = Played(process, ip, port, f"http://{ip}:{port}/v2/health/ready")
-            self.started[pod["metadata"]["name"]] = played
-        return played
-
-    def stop_all(self) -> None:
-        with self.lock:
-            self.closed = True
-            started = list(self.started.values())
-        for played in started:
-            played.process.kill()
 
 
 @dataclass
@@ -144,6 +83,26 @@ def harness(
 
 
 HANDLERS = gpuscale.kube.handlers.__file__
+
+
+async def load(url: str, clients: int, seconds: float) -> list[int]:
+    """`clients` closed-loop clients on the sleep model for `seconds`; the status codes they got."""
+    codes: list[int] = []
+    deadline = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def lane() -> None:
+            while time.monotonic() < deadline:
+                codes.append((await client.post(INFER, json={"inputs": []})).status_code)
+
+        await asyncio.gather(*(lane() for _ in range(clients)))
+    return codes
+
+
+def condition(obj: Obj, kind: str) -> Obj:
+    """The status condition of this type, or {}."""
+    conditions: list[Obj] = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
 
 
 def run_operator(*extra: str) -> KopfRunner:

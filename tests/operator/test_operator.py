@@ -5,35 +5,12 @@ and deleting the service leaves nothing."""
 from __future__ import annotations
 
 import asyncio
-import time
-
-import httpx
 
 from tests.conftest import wait_until
-from tests.operator.conftest import NS, Harness, run_operator, sleep_service
+from tests.operator.conftest import NS, Harness, condition, load, run_operator, sleep_service
 
-INFER = "/v2/models/sleep/infer"
 MODEL = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=model"
 GATEWAY = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=gateway"
-
-
-def condition(obj: dict[str, object], kind: str) -> dict[str, object]:
-    status = obj.get("status") or {}
-    assert isinstance(status, dict)
-    return next((c for c in status.get("conditions") or [] if c.get("type") == kind), {})
-
-
-async def load(url: str, clients: int, seconds: float) -> list[int]:
-    codes: list[int] = []
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-
-        async def lane() -> None:
-            while time.monotonic() < deadline:
-                codes.append((await client.post(INFER, json={"inputs": []})).status_code)
-
-        await asyncio.gather(*(lane() for _ in range(clients)))
-    return codes
 
 
 def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harness) -> None:

@@ -24,14 +24,13 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
 from tests.conftest import wait_until
-from tests.operator.conftest import NS, Harness, run_operator, sleep_service
+from tests.operator.conftest import NS, Harness, condition, load, run_operator, sleep_service
 
 Obj = dict[str, Any]
 
 CRS = f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices"
 DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 REPLICASETS = f"/apis/apps/v1/namespaces/{NS}/replicasets"
-INFER = "/v2/models/sleep/infer"
 MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
@@ -47,12 +46,6 @@ def harness(harness: Harness) -> Iterator[Harness]:
 
 
 # --- helpers --------------------------------------------------------------------------------------------
-
-
-def condition(obj: Obj, kind: str) -> Obj:
-    conditions = (obj.get("status") or {}).get("conditions") or []
-    found: Obj = next((c for c in conditions if c.get("type") == kind), {})
-    return found
 
 
 def selector(name: str, component: str) -> str:
@@ -86,19 +79,6 @@ def wait_ready(harness: Harness, name: str, scaling: bool = True, timeout: float
 def gateway_url(harness: Harness, name: str) -> str:
     (pod,) = harness.pods(selector(name, "gateway"))
     return f"http://{pod['status']['podIP']}:8080"
-
-
-async def load(url: str, clients: int, seconds: float) -> list[int]:
-    codes: list[int] = []
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-
-        async def lane() -> None:
-            while time.monotonic() < deadline:
-                codes.append((await client.post(INFER, json={"inputs": []})).status_code)
-
-        await asyncio.gather(*(lane() for _ in range(clients)))
-    return codes
 
 
 def deployment_writes(harness: Harness) -> list[Any]:

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import sys
-import time
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,7 +36,8 @@ import kube_test_server.server
 from kube_test_server.app import ApiState, Request, make_app
 from kube_test_server.server import KubeTestServer
 from tests.conftest import wait_until
-from tests.operator.conftest import HANDLERS, NS, Harness, ProcessRuntime, sleep_service
+from tests.operator.conftest import HANDLERS, NS, Harness, condition, load, sleep_service
+from tests.pod_runtime import ProcessRuntime
 
 Obj = dict[str, Any]
 ROOT = Path(__file__).resolve().parents[2]
@@ -151,24 +151,6 @@ def observed(
 def stopped_cleanly(runner: KopfRunner) -> None:
     exception: BaseException | None = runner.exception
     assert exception is None, exception
-
-
-def condition(obj: Obj, kind: str) -> Obj:
-    found: Obj = next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
-    return found
-
-
-async def load(url: str, clients: int, seconds: float) -> list[int]:
-    codes: list[int] = []
-    deadline = time.monotonic() + seconds
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-
-        async def lane() -> None:
-            while time.monotonic() < deadline:
-                codes.append((await client.post("/v2/models/sleep/infer", json={"inputs": []})).status_code)
-
-        await asyncio.gather(*(lane() for _ in range(clients)))
-    return codes
 
 
 def merge_patch(harness: Harness, path: str, body: Obj) -> None:
