@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from gpuscale.kube.backend import VICTIM_COST
+from gpuscale.kube.objects import DELETION_COST
+
 from tests.conftest import wait_until
 from tests.operator.conftest import NS, Harness, condition, load, run_operator, sleep_service
 
@@ -46,6 +49,18 @@ def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harn
         # Idle now: the replicas go, each marked cheapest to delete before the Deployment shrinks.
         wait_until(lambda: harness.get(f"{deploy}/sleep-model")["spec"]["replicas"] == 1, 40)
         assert "ScaledDown" in {e["reason"] for e in harness.events("sleep")}
+        # Exactly the pods marked cheapest to delete went, and the one left was never marked.
+        marked = {
+            c.obj["metadata"]["name"]
+            for c in harness.kube.call(lambda s: list(s.history))
+            if c.plural == "pods"
+            and (c.obj["metadata"].get("annotations") or {}).get(DELETION_COST) == VICTIM_COST
+        }
+        wait_until(lambda: len(harness.pods(MODEL)) == 1, 20)
+        (survivor,) = harness.pods(MODEL)
+        assert marked
+        assert survivor["metadata"]["name"] not in marked
+        assert len(marked) == scaled - 1
         status = harness.service("sleep")["status"]
         assert status["desiredReplicas"] == 1
         assert status["autoscalerState"]["samples"] is not None
