@@ -113,3 +113,23 @@ def test_pods_that_fit_no_node_say_so(harness: Harness) -> None:
         ready = condition(harness.service("gpu"), "Ready")
         assert (ready["status"], ready["reason"]) == ("False", "Unschedulable")
     assert runner.exception is None
+
+
+def test_without_a_gateway_the_pods_own_gauges_drive_the_scaling(harness: Harness) -> None:
+    direct = sleep_service("direct")
+    direct["spec"]["gateway"] = {"enabled": False}
+    deploy = f"/apis/apps/v1/namespaces/{NS}/deployments/direct-model"
+    with run_operator() as runner:
+        harness.kube.apply(direct)
+        wait_until(lambda: condition(harness.service("direct"), "ScalingActive").get("status") == "True", 30)
+        assert condition(harness.service("direct"), "ScalingActive")["reason"] == "ObservingPods"
+        assert not harness.exists(f"/apis/apps/v1/namespaces/{NS}/deployments/direct-gateway")
+        (pod,) = harness.pods("app.kubernetes.io/instance=direct,app.kubernetes.io/component=model")
+        port = direct["spec"]["port"]
+        # Four clients on the one pod: three wait in its own queue, which its gauges report.
+        codes = asyncio.run(load(f"http://{pod['status']['podIP']}:{port}", clients=4, seconds=4))
+        assert set(codes) == {200}
+        assert harness.get(deploy)["spec"]["replicas"] > 1
+        wait_until(lambda: harness.get(deploy)["spec"]["replicas"] == 1, 40)
+    assert runner.exit_code == 0
+    assert runner.exception is None

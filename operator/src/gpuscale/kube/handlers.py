@@ -38,6 +38,7 @@ from gpuscale.kube.objects import (
     model_name,
     owner_reference,
 )
+from gpuscale.kube.podload import PodLoad
 
 GROUP, VERSION, PLURAL = specs.API_GROUP, "v1alpha1", "gpuinferenceservices"
 log = logging.getLogger("gpuscale.operator")
@@ -282,7 +283,11 @@ async def _autoscale(
         if loop is None or seen_generation != body.meta.get("generation"):
             seen_generation = int(body.meta.get("generation") or 0)
             # Wall-clock time: the policy's windows are saved in status and read back by the next operator.
-            loop = ControlLoop(spec, backend, GatewayAdmin("http://unset", http), clock=time.time)
+            source: GatewayAdmin = GatewayAdmin("http://unset", http)
+            if not service.spec.gateway.enabled:
+                names = service.spec.metrics
+                source = PodLoad(http, names.queue_depth, names.in_flight, service.spec.slots_per_replica)
+            loop = ControlLoop(spec, backend, source, clock=time.time)
             saved = body.status.get("autoscalerState") or {}
             if saved:
                 loop.state = PolicyState.from_dict(dict(saved))  # survives an operator restart: no flap
@@ -322,8 +327,27 @@ async def _autoscale(
                         generation,
                         now,
                     )
+            elif spec.enabled and isinstance(loop.gateway, PodLoad):
+                loop.gateway.pods = {
+                    p["metadata"]["name"]: f"http://{p['status']['podIP']}:{service.spec.port}"
+                    for p in backend.pods
+                    if pod_ready(p) and (p.get("status") or {}).get("podIP")
+                }
+                report = await loop.tick()
+                observed = report.observation.queued is not None
+                found = conditions.upsert(
+                    found,
+                    "ScalingActive",
+                    observed,
+                    "ObservingPods" if observed else "NoLoadData",
+                    report.decision.reason
+                    if observed
+                    else "the pods' load gauges could not be read this tick",
+                    generation,
+                    now,
+                )
             else:
-                why = "autoscaling.enabled is false" if not spec.enabled else "the gateway is disabled"
+                why = "autoscaling.enabled is false"
                 found = conditions.upsert(found, "ScalingActive", False, "Disabled", why, generation, now)
         except (KubeError, httpx.HTTPError, OSError) as exc:
             if isinstance(exc, KubeError) and exc.not_found:

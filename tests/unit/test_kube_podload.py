@@ -1,0 +1,40 @@
+"""Load from the pods' own gauges (no gateway): summed, idle ones found, custom gauge names honoured."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+from gpuscale.control.gateway_admin import GatewayUnavailable
+from gpuscale.kube.podload import PodLoad
+
+PODS = {
+    "a": "vllm:num_requests_waiting 2\nvllm:num_requests_running 1\n",
+    "b": "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n",
+    "c": "gpuscale_queue_depth 0\n",
+}
+
+
+def transport(request: httpx.Request) -> httpx.Response:
+    return httpx.Response(200, text=PODS[request.url.host.removeprefix("pod-")])
+
+
+async def test_the_view_sums_the_pods_and_finds_the_idle_one() -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(transport)) as client:
+        load = PodLoad(client, "vllm:num_requests_waiting", "vllm:num_requests_running", slots=1)
+        load.pods = {"a": "http://pod-a", "b": "http://pod-b"}
+        view = await load.view()
+        assert (view.queued, view.inflight) == (2, 1)
+        assert {r.name: r.outstanding for r in view.replicas} == {"a": 3, "b": 0}
+        assert view.idle_ready == 1
+        held = await load.cordon("b")
+        assert held is not None
+        assert held.idle
+        assert await load.cordon("gone") is None
+
+
+async def test_a_pod_without_the_named_gauges_is_no_data() -> None:
+    async with httpx.AsyncClient(transport=httpx.MockTransport(transport)) as client:
+        load = PodLoad(client, "vllm:num_requests_waiting", "vllm:num_requests_running", slots=1)
+        load.pods = {"c": "http://pod-c"}
+        with pytest.raises(GatewayUnavailable, match="exposes no vllm:num_requests_waiting"):
+            await load.view()
