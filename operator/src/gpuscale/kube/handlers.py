@@ -244,7 +244,9 @@ _PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 def _worth_writing(status: dict[str, Any]) -> dict[str, Any]:
     """What a status write is for: everything but the policy's samples and the transition times. Samples
-    change every tick; they are saved with the next other change, or every PERSIST_SECONDS."""
+    change every tick; they ride along with the next write for anything else. A restarted operator
+    that finds them old does no harm: missing samples never scale down, and the times that guard
+    against a flap (last scale-up, below since, last busy) are written whenever they move."""
     out = {k: v for k, v in status.items() if k not in ("conditions", "autoscalerState")}
     state = status.get("autoscalerState")
     if state is not None:
@@ -255,16 +257,11 @@ def _worth_writing(status: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-# A restarted operator resumes with samples at most this old (the windows it needs are longer).
-PERSIST_SECONDS = 30.0
-
-
 async def _autoscale(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, http: httpx.AsyncClient
 ) -> None:
     """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
     last_status: dict[str, Any] = {}
-    last_write = 0.0
     admin_url: str | None = None
     loop: ControlLoop | None = None
     seen_generation = -1
@@ -386,14 +383,13 @@ async def _autoscale(
                 body, reason=kind, message=f"{report.decision.desired} replicas: {report.decision.reason}"
             )
         comparable = _worth_writing(status)
-        samples_due = "autoscalerState" in status and time.monotonic() - last_write >= PERSIST_SECONDS
-        if comparable != last_status or samples_due:
+        if comparable != last_status:
             try:
                 await client.patch(
                     path(f"{GROUP}/{VERSION}", PLURAL, service.metadata.namespace, service.name, "status"),
                     {"status": status},
                 )
-                last_status, last_write = comparable, time.monotonic()
+                last_status = comparable
             except KubeError as exc:
                 logger.warning(f"status not written: {exc}")
         metrics.TICK_SECONDS.observe(time.monotonic() - started)
