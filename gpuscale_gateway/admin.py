@@ -16,11 +16,12 @@ from starlette.types import Receive, Scope, Send
 
 from gpuscale_gateway.dispatch import Dispatcher
 from gpuscale_gateway.metrics import GatewayMetrics
-from gpuscale_gateway.registry import Registry
+from gpuscale_gateway.registry import Registry, Replica
 from gpuscale_gateway.settings import ReplicaSpec
 from inference_app.asgi import read_body, send_error, send_json
 
 MAX_BODY_BYTES = 1 << 20
+METRICS_TYPE = CONTENT_TYPE_LATEST.encode()
 
 
 class ReplicaBody(BaseModel):
@@ -73,18 +74,7 @@ class Admin:
         if path == "/metrics":
             if method != "GET":
                 return await self._wrong_method(send, "GET")
-            body = self.gateway.metrics.render()
-            await send(
-                {
-                    "type": "http.response.start",
-                    "status": 200,
-                    "headers": [
-                        (b"content-type", CONTENT_TYPE_LATEST.encode()),
-                        (b"content-length", b"%d" % len(body)),
-                    ],
-                }
-            )
-            return await send({"type": "http.response.body", "body": body})
+            return await send_json(send, 200, self.gateway.metrics.render(), content_type=METRICS_TYPE)
         if path == "/healthz":
             if method != "GET":
                 return await self._wrong_method(send, "GET")
@@ -103,18 +93,20 @@ class Admin:
             return await self._wrong_method(send, "GET, PUT")
         if path.startswith("/replicas/"):
             name, _, action = path[len("/replicas/") :].partition("/")
+            registry = self.gateway.registry
             if name and not action:
                 if method == "GET":
-                    return await self._show(name, send)
+                    return await self._replica(send, name, registry.get(name))
                 if method == "PUT":
                     return await self._put(name, receive, send)
                 if method == "DELETE":
-                    return await self._delete(name, send)
+                    return await self._replica(send, name, registry.remove(name))
                 return await self._wrong_method(send, "GET, PUT, DELETE")
             if name and action in ("cordon", "uncordon"):
                 if method != "POST":
                     return await self._wrong_method(send, "POST")
-                return await self._cordon(name, action == "cordon", send)
+                found = registry.cordon(name) if action == "cordon" else registry.uncordon(name)
+                return await self._replica(send, name, found)
         await send_error(send, 404, f"no such path: {path}")
 
     async def _wrong_method(self, send: Send, allowed: str) -> None:
@@ -145,11 +137,11 @@ class Admin:
             await send_error(send, 422, f"body is not JSON: {exc}")
             return False, None
 
-    async def _show(self, name: str, send: Send) -> None:
-        replica = self.gateway.registry.get(name)
-        if replica is None:
+    async def _replica(self, send: Send, name: str, found: Replica | dict[str, Any] | None) -> None:
+        """The replica's snapshot (or the one `Registry.cordon` took), or 404 when there is none."""
+        if found is None:
             return await send_error(send, 404, f"no replica named {name!r}")
-        await send_json(send, 200, replica.snapshot())
+        await send_json(send, 200, found if isinstance(found, dict) else found.snapshot())
 
     async def _put(self, name: str, receive: Receive, send: Send) -> None:
         ok, data = await self._json_body(receive, send)
@@ -173,20 +165,3 @@ class Admin:
             return await send_error(send, 422, _summary(exc))
         self.gateway.registry.replace(specs)
         await send_json(send, 200, self.listing())
-
-    async def _delete(self, name: str, send: Send) -> None:
-        replica = self.gateway.registry.remove(name)
-        if replica is None:
-            return await send_error(send, 404, f"no replica named {name!r}")
-        await send_json(send, 200, replica.snapshot())
-
-    async def _cordon(self, name: str, cordon: bool, send: Send) -> None:
-        registry = self.gateway.registry
-        if cordon:
-            snapshot = registry.cordon(name)
-        else:
-            replica = registry.uncordon(name)
-            snapshot = None if replica is None else replica.snapshot()
-        if snapshot is None:
-            return await send_error(send, 404, f"no replica named {name!r}")
-        await send_json(send, 200, snapshot)

@@ -11,22 +11,25 @@ from starlette.types import Message, Receive, Send
 Headers = list[tuple[bytes, bytes]]
 
 
-async def send_json(send: Send, status: int, payload: Any, headers: Headers | None = None) -> None:
-    """Answer `payload`: bytes as they are, anything else serialized as JSON."""
+async def send_json(
+    send: Send,
+    status: int,
+    payload: Any,
+    headers: Headers | None = None,
+    content_type: bytes = b"application/json",
+) -> None:
+    """Answer `payload`: bytes as they are (of `content_type`), anything else serialized as JSON."""
     body = payload if isinstance(payload, bytes) else to_json(payload)
-    start: Headers = [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(body))]
+    start: Headers = [(b"content-type", content_type), (b"content-length", b"%d" % len(body))]
     if headers:
         start += headers
     await send({"type": "http.response.start", "status": status, "headers": start})
     await send({"type": "http.response.body", "body": body})
 
 
-def error_body(message: str) -> bytes:
-    return to_json({"error": message})
-
-
 async def send_error(send: Send, status: int, message: str, headers: Headers | None = None) -> None:
-    await send_json(send, status, error_body(message), headers)
+    """Answer in the one error shape: `{"error": message}`."""
+    await send_json(send, status, {"error": message}, headers)
 
 
 async def read_body(receive: Receive, limit: int) -> tuple[bytes, bool] | None:

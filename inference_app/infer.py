@@ -18,7 +18,7 @@ from pydantic.json_schema import models_json_schema
 from pydantic_core import to_json
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from inference_app.asgi import Headers, error_body, read_body, send_json, wait_disconnect
+from inference_app.asgi import Headers, read_body, send_error, send_json, wait_disconnect
 from inference_app.metrics import Outcome
 from inference_app.models import ModelOutput
 from inference_app.protocol import ErrorResponse, InferenceResponse, ValidationErrorResponse
@@ -75,18 +75,18 @@ class InferEndpoint:
         runtime = self.runtime
         metrics = runtime.metrics
         if scope["method"] != "POST":
-            return await send_json(send, 405, error_body("use POST"), [(b"allow", b"POST")])
+            return await send_error(send, 405, "use POST", [(b"allow", b"POST")])
         read = await read_body(receive, MAX_BODY_BYTES)
         if read is None:
             return None  # the client left before it finished sending
         body, complete = read
         if not complete or len(body) > MAX_BODY_BYTES:
             metrics.count(Outcome.INVALID)
-            return await send_json(send, 413, error_body(f"body larger than {MAX_BODY_BYTES >> 20} MiB"))
+            return await send_error(send, 413, f"body larger than {MAX_BODY_BYTES >> 20} MiB")
         name = scope["path"][len(PREFIX) : -len(SUFFIX)]
         if name != self.served:
             metrics.count(Outcome.NOT_FOUND)
-            return await send_json(send, 404, error_body(runtime.unknown_model(name)))
+            return await send_error(send, 404, runtime.unknown_model(name))
         if not runtime.ready:
             metrics.count(Outcome.UNAVAILABLE)
             return await self._unavailable(send)
@@ -94,14 +94,14 @@ class InferEndpoint:
         if not is_json:
             metrics.count(Outcome.INVALID)
             message = f"send the body as JSON with 'Content-Type: application/json' (got {content_type!r})"
-            return await send_json(send, 422, to_json({"error": message, "detail": []}))
+            return await send_json(send, 422, {"error": message, "detail": []})
         model = runtime.model
         try:
             request = model.request_model.model_validate_json(body)
         except ValidationError as exc:
             metrics.count(Outcome.INVALID)
             summary, detail = body_errors(exc)
-            return await send_json(send, 422, to_json({"error": summary, "detail": detail}))
+            return await send_json(send, 422, {"error": summary, "detail": detail})
         queue = runtime.queue
         try:
             ticket: Ticket[Any, ModelOutput] = queue.submit(model.job_for(request))
@@ -112,12 +112,8 @@ class InferEndpoint:
                 f"all {settings.slots} slot(s) busy and {settings.max_queue} request(s) queued; "
                 f"retry in about {full.retry_after} s"
             )
-            return await send_json(
-                send,
-                429,
-                error_body(message),
-                [(b"retry-after", b"%d" % full.retry_after), (NOT_ADMITTED, b"queue-full")],
-            )
+            headers = [(b"retry-after", b"%d" % full.retry_after), (NOT_ADMITTED, b"queue-full")]
+            return await send_error(send, 429, message, headers)
         except NotAccepting:
             metrics.count(Outcome.UNAVAILABLE)
             return await self._unavailable(send)
@@ -142,11 +138,11 @@ class InferEndpoint:
             raise
         except Aborted as exc:
             metrics.count(Outcome.ABORTED)
-            return await send_json(send, 503, error_body(str(exc)), [(b"connection", b"close")])
+            return await send_error(send, 503, str(exc), [(b"connection", b"close")])
         except JobFailed as exc:
             metrics.count(Outcome.FAILED)
             log.error("model failed on a request: %s", exc)
-            return await send_json(send, 500, error_body(f"model failed: {exc}"))
+            return await send_error(send, 500, f"model failed: {exc}")
         finally:
             watcher.cancel()
         metrics.observe(ticket.queue_seconds, ticket.service_seconds, time.monotonic() - ticket.enqueued)
@@ -171,7 +167,7 @@ class InferEndpoint:
         headers: Headers = [(b"retry-after", b"1"), (NOT_ADMITTED, b"unavailable")]
         if runtime.draining:
             headers.append((b"connection", b"close"))  # the next attempt goes through the load balancer again
-        await send_json(send, 503, error_body(runtime.not_ready_reason or "not accepting requests"), headers)
+        await send_error(send, 503, runtime.not_ready_reason or "not accepting requests", headers)
 
 
 class InferFastPath:
