@@ -6,26 +6,28 @@ Imported by `gpuscale --help`, so the server's modules are imported only by `run
 from __future__ import annotations
 
 import argparse
-import logging
-import sys
 from collections.abc import Sequence
 
-from gpuscale_gateway.settings import ENV_PREFIX, GatewaySettings
-from inference_app.cli import OneLineErrorParser, add_settings_arguments, settings_from_args
+from gpuscale_gateway.settings import GatewaySettings
+from inference_app.cli import (
+    OneLineErrorParser,
+    add_settings_arguments,
+    configure_logging,
+    settings_from_args,
+    usage_error,
+)
 from inference_app.exit_codes import EXIT_USAGE
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_settings_arguments(parser, GatewaySettings, ENV_PREFIX)
+    add_settings_arguments(parser, GatewaySettings)
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
-    settings = settings_from_args(args, GatewaySettings, prog, ENV_PREFIX)
+    settings = settings_from_args(args, GatewaySettings, prog)
     if settings is None:
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     from gpuscale_gateway.server import bind, discoveries_from, serve
     from inference_app.server import CannotListen
 
@@ -34,13 +36,11 @@ def run(args: argparse.Namespace, prog: str) -> int:
         # nothing.
         discoveries = discoveries_from(settings)
     except ValueError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(prog, exc)
     try:
         sockets = bind(settings)
     except CannotListen as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return usage_error(prog, exc)
     return serve(settings, sockets, discoveries)
 
 

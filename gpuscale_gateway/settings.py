@@ -8,7 +8,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, Field, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-LogLevel = Literal["critical", "error", "warning", "info", "debug"]
+from inference_app.settings import LogLevel
+
 ENV_PREFIX = "GPUSCALE_GATEWAY_"
 REPLICA_NAME = r"^[A-Za-z0-9\[][A-Za-z0-9._:\[\]-]*$"  # bracketed for IPv6 host:port names
 

@@ -16,7 +16,7 @@ from inference_app.exit_codes import EXIT_USAGE
 from inference_app.models import ModelLoadError, create_model
 from inference_app.settings import ServerSettings
 
-ENV_PREFIX = "GPUSCALE_"
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 SettingsT = TypeVar("SettingsT", bound=BaseSettings)
 
 
@@ -24,10 +24,13 @@ def _flag(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
-def add_settings_arguments(
-    parser: argparse.ArgumentParser, settings: type[BaseSettings], env_prefix: str = ENV_PREFIX
-) -> None:
+def _env_prefix(settings: type[BaseSettings]) -> str:
+    return settings.model_config.get("env_prefix") or ""
+
+
+def add_settings_arguments(parser: argparse.ArgumentParser, settings: type[BaseSettings]) -> None:
     """One flag per settings field, with its description, environment variable and default."""
+    env_prefix = _env_prefix(settings)
     for name, field in settings.model_fields.items():
         kwargs: dict[str, Any] = {"dest": name, "default": None}
         annotation = field.annotation
@@ -54,7 +57,7 @@ def given_settings(args: argparse.Namespace, settings: type[BaseSettings] = Serv
     }
 
 
-def describe_validation_error(exc: ValidationError, given: set[str], env_prefix: str = ENV_PREFIX) -> str:
+def describe_validation_error(exc: ValidationError, given: set[str], env_prefix: str) -> str:
     """One line naming the flag or environment variable that holds each bad value."""
     parts = []
     for error in exc.errors():
@@ -64,16 +67,24 @@ def describe_validation_error(exc: ValidationError, given: set[str], env_prefix:
     return "; ".join(parts)
 
 
-def settings_from_args(
-    args: argparse.Namespace, settings: type[SettingsT], prog: str, env_prefix: str = ENV_PREFIX
-) -> SettingsT | None:
+def usage_error(prog: str, message: object) -> int:
+    """Say what is wrong in one line on stderr; the exit code for it."""
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return EXIT_USAGE
+
+
+def settings_from_args(args: argparse.Namespace, settings: type[SettingsT], prog: str) -> SettingsT | None:
     """Flags over environment over defaults; None after printing one line per bad value."""
     given = given_settings(args, settings)
     try:
         return settings(**given)
     except ValidationError as exc:
-        print(f"{prog}: error: {describe_validation_error(exc, set(given), env_prefix)}", file=sys.stderr)
+        usage_error(prog, describe_validation_error(exc, set(given), _env_prefix(settings)))
         return None
+
+
+def configure_logging(level: str) -> None:
+    logging.basicConfig(level=level.upper(), format=LOG_FORMAT)
 
 
 def run(args: argparse.Namespace, prog: str) -> int:
@@ -82,20 +93,13 @@ def run(args: argparse.Namespace, prog: str) -> int:
     settings = settings_from_args(args, ServerSettings, prog)
     if settings is None:
         return EXIT_USAGE
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     model = create_model(settings)
     try:
         model.check()
-    except ModelLoadError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
         sock = listen(settings.host, settings.port)
-    except CannotListen as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+    except (ModelLoadError, CannotListen) as exc:
+        return usage_error(prog, exc)
     return serve(settings, sock, model)
 
 
