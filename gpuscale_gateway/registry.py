@@ -134,9 +134,18 @@ class Registry:
             self._by_name[name] = replica
             log.info("replica %s added: %s, %d slot(s)", name, url, replica.slots)
         else:
-            replica.set_url(url, self.connect_timeout)
+            if url != replica.url:
+                replica.set_url(url, self.connect_timeout)
+                replica.state = State.READY  # a new address: whatever made the old one down is moot
             if slots is not None:
                 replica.slots = slots
+        return replica
+
+    def _drop(self, name: str) -> Replica | None:
+        replica = self._by_name.pop(name, None)
+        if replica is not None:
+            replica.pool.close()
+            log.info("replica %s removed (%d outstanding)", name, replica.outstanding)
         return replica
 
     def add(self, name: str, url: str, slots: int | None = None) -> Replica:
@@ -147,41 +156,28 @@ class Registry:
         return replica
 
     def update(self, name: str, url: str | None = None, slots: int | None = None) -> Replica:
-        """Change a known replica's URL or slots, keeping its state. KeyError when unknown."""
+        """Change a known replica's URL or slots, keeping its state (unless the URL changes). KeyError when
+        unknown."""
         replica = self._by_name[name]
-        was = replica.url
         self._put(name, url or replica.url, slots)
-        if replica.url != was:
-            replica.state = State.READY  # a new address: whatever made the old one down is moot
         self._changed()
         return replica
 
     def remove(self, name: str) -> Replica | None:
         """Forget a replica: nothing new goes to it; requests it holds finish normally."""
-        replica = self._by_name.pop(name, None)
+        replica = self._drop(name)
         if replica is not None:
-            replica.pool.close()
-            log.info("replica %s removed (%d outstanding)", name, replica.outstanding)
             self._changed()
         return replica
 
     def replace(self, specs: Iterable[ReplicaSpec]) -> list[Replica]:
         """Make the set exactly `specs`. Replicas that stay keep their state (a down one stays down until
-        its probe passes, a cordoned one stays cordoned); new ones are ready."""
+        its probe passes, a cordoned one stays cordoned, unless its URL changes); new ones are ready."""
         specs = list(specs)
         wanted = {spec.name for spec in specs}
         for name in [n for n in self._by_name if n not in wanted]:
-            replica = self._by_name.pop(name)
-            replica.pool.close()
-            log.info("replica %s removed (%d outstanding)", name, replica.outstanding)
-        replicas = []
-        for spec in specs:
-            known = self._by_name.get(spec.name)
-            was = known.url if known is not None else None
-            replica = self._put(spec.name, spec.url, spec.slots)
-            if was is not None and replica.url != was:
-                replica.state = State.READY
-            replicas.append(replica)
+            self._drop(name)
+        replicas = [self._put(spec.name, spec.url, spec.slots) for spec in specs]
         self._changed()
         return replicas
 
