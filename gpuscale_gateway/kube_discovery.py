@@ -260,23 +260,9 @@ def load_config(path: str = "", env: Mapping[str, str] | None = None) -> KubeCon
 # --- pods ----------------------------------------------------------------------------------------
 
 
-def pod_url(pod: Mapping[str, Any], port: int) -> str | None:
-    """Where the pod takes requests, or None while it must not get any."""
-    metadata = pod.get("metadata") or {}
-    status = pod.get("status") or {}
-    ip = status.get("podIP")
-    if not ip or metadata.get("deletionTimestamp") or status.get("phase") != "Running":
-        return None
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or []
-    )
-    if not ready:
-        return None
-    return f"http://[{ip}]:{port}" if ":" in ip else f"http://{ip}:{port}"
-
-
-def why_not(pod: Mapping[str, Any]) -> str:
-    """For the log line of a pod leaving the registry."""
+def why_not(pod: Mapping[str, Any]) -> str | None:
+    """Why the pod must not get requests now (for the log line of a pod leaving the registry); None
+    when it may: it has an IP, is Running and Ready, and is not being deleted."""
     status = pod.get("status") or {}
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return "is terminating"
@@ -284,7 +270,20 @@ def why_not(pod: Mapping[str, Any]) -> str:
         return f"is {status.get('phase') or 'Pending'}"
     if not status.get("podIP"):
         return "has no IP"
-    return "is not ready"
+    conditions = status.get("conditions") or []
+    if not any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions):
+        return "is not ready"
+    return None
+
+
+def _url(pod: Mapping[str, Any], port: int) -> str:
+    ip = pod["status"]["podIP"]
+    return f"http://[{ip}]:{port}" if ":" in ip else f"http://{ip}:{port}"
+
+
+def pod_url(pod: Mapping[str, Any], port: int) -> str | None:
+    """Where the pod takes requests, or None while it must not get any."""
+    return None if why_not(pod) is not None else _url(pod, port)
 
 
 # --- the discovery -------------------------------------------------------------------------------
@@ -468,12 +467,12 @@ class KubeDiscovery:
         metadata = obj.get("metadata") or {}
         if kind in ("ADDED", "MODIFIED", "DELETED"):
             name = metadata["name"]
-            url = None if kind == "DELETED" else pod_url(obj, self.port)
-            if url is None:
+            why = "is deleted" if kind == "DELETED" else why_not(obj)
+            if why is not None:
                 self._wanted.pop(name, None)
-                self._sync(registry, name, "is deleted" if kind == "DELETED" else why_not(obj))
+                self._sync(registry, name, why)
             else:
-                self._wanted[name] = url
+                self._wanted[name] = _url(obj, self.port)
                 self._sync(registry, name)
         version = metadata.get("resourceVersion")
         return str(version) if version else None
