@@ -33,6 +33,7 @@ from bench.pod_server import (
     log,
     ms,
     pct,
+    pod,
     sections_cli,
     sleep_body,
     table,
@@ -96,15 +97,13 @@ async def step_run(autoscale: bool, clients: int, seconds: float) -> dict[str, A
         result = await generate(
             post(local.url, concurrency=clients, duration=seconds), metrics_url=local.admin_url + "/metrics"
         )
-        ups = [r.time - t0 for r in reports if r.time >= t0 and r.decision.kind == "up"]
-        full = [r.time - t0 for r in reports if r.time >= t0 and r.observation.ready >= clients]
+        up = next((r for r in reports if r.time >= t0 and r.decision.kind == "up"), None)
+        full = next((r for r in reports if r.time >= t0 and r.observation.ready >= clients), None)
         return {
             "result": result,
-            "first_decision": ups[0] if ups else None,
-            "first_reason": next(
-                (r.decision.reason for r in reports if r.time >= t0 and r.decision.kind == "up"), None
-            ),
-            "all_ready": full[0] if full else None,
+            "first_decision": up.time - t0 if up is not None else None,
+            "first_reason": up.decision.reason if up is not None else None,
+            "all_ready": full.time - t0 if full is not None else None,
         }
 
     run: dict[str, Any] = await with_service(service, body)
@@ -155,9 +154,7 @@ PAIRED = "straight to the pod, 2 connections (= slots + prefetch 1)"
 def gateway_cost(seconds: int = 5, connections: int = 16, paced_seconds: float = 8.0) -> dict[str, Any]:
     log("gateway cost: 0 s jobs straight to a pod vs through the gateway (prefetch 0 and 1)")
     results: dict[str, dict[str, Any]] = {}
-    pod = PodProcess(["--log-level", "warning", "--sleep-seconds", "0", "--max-queue", "256"], cpus="0")
-    try:
-        url = pod.wait_ready()
+    with pod("--sleep-seconds", "0", "--max-queue", "256") as url:
         # The gateway never has more than slots + prefetch (here 1 + 1) requests at the pod, so the pod
         # also runs at 2 connections: that is the most the gateway could get out of it.
         targets: list[tuple[str, list[str] | None, int]] = [("straight to the pod", None, connections)]
@@ -188,8 +185,6 @@ def gateway_cost(seconds: int = 5, connections: int = 16, paced_seconds: float =
             finally:
                 if gateway is not None:
                     gateway.kill()
-    finally:
-        pod.kill()
     direct = results["straight to the pod"]
     rows = []
     for name, r in results.items():

@@ -292,13 +292,13 @@ wrk.headers["Content-Type"] = "application/json"
 
 
 def wrk(url: str, seconds: int, connections: int) -> dict[str, float]:
-    with tempfile.NamedTemporaryFile("w", suffix=".lua", delete=False) as script:
-        script.write(_WRK_SCRIPT)
     command = ["taskset", "-c", LOAD_CPU, "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency"]
-    out = subprocess.run(
-        [*command, "-s", script.name, url], capture_output=True, text=True, check=True
-    ).stdout
-    os.unlink(script.name)
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as script:
+        script.write(_WRK_SCRIPT)
+        script.flush()
+        out = subprocess.run(
+            [*command, "-s", script.name, url], capture_output=True, text=True, check=True
+        ).stdout
     rate = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
     bad = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
     return {"rate": rate, "non_2xx": float(bad.group(1)) if bad else 0.0}
