@@ -6,35 +6,16 @@ from __future__ import annotations
 import copy
 import ipaddress
 import itertools
-import re
 from typing import TYPE_CHECKING, Any
 
 from kube_test_server import schema
 from kube_test_server.errors import ApiError, Cause
 from kube_test_server.resources import ResourceType
+from kube_test_server.selectors import DNS1035_LABEL, DNS1123_LABEL, DNS1123_SUBDOMAIN, LabelSelector
 
 if TYPE_CHECKING:
     from kube_test_server.store import Obj, Store
 
-_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
-_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
-_LABEL_1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_SUBDOMAIN_MSG = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', and must "
-    "start and end with an alphanumeric character (e.g. 'example.com', regex used for validation is "
-    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?(\\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*')"
-)
-_LABEL_MSG = (
-    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', and must start "
-    "and "
-    "end with an alphanumeric character (e.g. 'my-name',  or '123-abc', regex used for validation is "
-    "'[a-z0-9]([-a-z0-9]*[a-z0-9])?')"
-)
-_LABEL_1035_MSG = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
-    "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "
-    "validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-)
 _cluster_ips = (f"10.96.{i // 250}.{i % 250 + 1}" for i in itertools.count())
 
 
@@ -44,16 +25,18 @@ def _name_causes(rtype: ResourceType, name: str) -> list[Cause]:
             Cause("metadata.name", "Required value: name or generateName is required", "FieldValueRequired")
         ]
     if rtype.plural == "namespaces" and rtype.group == "":
-        pattern, limit, msg = _LABEL, 63, _LABEL_MSG
+        fmt = DNS1123_LABEL
     elif rtype.plural == "services" and rtype.group == "":
-        pattern, limit, msg = _LABEL_1035, 63, _LABEL_1035_MSG
+        fmt = DNS1035_LABEL
     else:
-        pattern, limit, msg = _SUBDOMAIN, 253, _SUBDOMAIN_MSG
-    if len(name) > limit:
-        return [Cause("metadata.name", f'Invalid value: "{name}": must be no more than {limit} characters')]
-    if not pattern.fullmatch(name):
-        return [Cause("metadata.name", f'Invalid value: "{name}": {msg}')]
-    return []
+        fmt = DNS1123_SUBDOMAIN
+    if len(name) > fmt.max_length:
+        problem = f"must be no more than {fmt.max_length} characters"
+    elif not fmt.matches(name):
+        problem = fmt.message
+    else:
+        return []
+    return [Cause("metadata.name", f'Invalid value: "{name}": {problem}')]
 
 
 def admit(store: Store, rtype: ResourceType, obj: Obj, old: Obj | None) -> Obj:
@@ -160,26 +143,25 @@ _POD_UPDATE = (
 )
 
 
+_POD_SPEC_MUTABLE = (
+    "activeDeadlineSeconds",
+    "tolerations",
+    "terminationGracePeriodSeconds",
+    "schedulingGates",
+)
+
+
 def _pod_spec_changed(new: Obj, old: Obj) -> bool:
     """A pod's spec is immutable but for images and a few fields; binding sets nodeName once."""
-    normalized = copy.deepcopy(new)
-    for field in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates"):
-        normalized.pop(field, None)
+    ignored = set(_POD_SPEC_MUTABLE)
     if not old.get("nodeName"):
-        normalized.pop("nodeName", None)  # what pods/binding does; the scheduler here binds by patch
+        ignored.add("nodeName")  # what pods/binding does; the scheduler here binds by patch
+    normalized = copy.deepcopy({k: v for k, v in new.items() if k not in ignored})
     for kind in ("containers", "initContainers"):
         for new_c, old_c in zip(normalized.get(kind) or [], old.get(kind) or [], strict=False):
             if isinstance(new_c, dict) and isinstance(old_c, dict):
                 new_c["image"] = old_c.get("image")
-    compared = {
-        k: v
-        for k, v in old.items()
-        if k
-        not in ("activeDeadlineSeconds", "tolerations", "terminationGracePeriodSeconds", "schedulingGates")
-    }
-    if not old.get("nodeName"):
-        compared.pop("nodeName", None)
-    return normalized != compared
+    return normalized != {k: v for k, v in old.items() if k not in ignored}
 
 
 def _deployment(obj: Obj, old: Obj | None) -> list[Cause]:
@@ -198,16 +180,13 @@ def _deployment(obj: Obj, old: Obj | None) -> list[Cause]:
     labels = (template.get("metadata") or {}).get("labels") or {}
     if not selector:
         causes.append(Cause("spec.selector", "Required value", "FieldValueRequired"))
-    else:
-        from kube_test_server.selectors import LabelSelector
-
-        if not LabelSelector.from_dict(selector).matches(labels):
-            causes.append(
-                Cause(
-                    "spec.template.metadata.labels",
-                    f"Invalid value: {labels!r}: `selector` does not match template `labels`",
-                )
+    elif not LabelSelector.from_dict(selector).matches(labels):
+        causes.append(
+            Cause(
+                "spec.template.metadata.labels",
+                f"Invalid value: {labels!r}: `selector` does not match template `labels`",
             )
+        )
     if old is not None and selector != (old.get("spec") or {}).get("selector"):
         causes.append(Cause("spec.selector", f"Invalid value: {selector!r}: field is immutable"))
     if isinstance(spec.get("replicas"), int) and spec["replicas"] < 0:

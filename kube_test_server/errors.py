@@ -1,4 +1,5 @@
-"""API errors as the real server shapes them: a ``Status`` object with reason, details and causes."""
+"""API errors as the real server shapes them: a ``Status`` object with reason, details and causes, and
+values quoted in messages as Go quotes them."""
 
 from __future__ import annotations
 
@@ -48,20 +49,22 @@ class ApiError(Exception):
 
     @classmethod
     def not_found(cls, resource: str, name: str, group: str = "") -> ApiError:
-        qualified = f"{resource}.{group}" if group else resource
-        details = {"name": name, "kind": resource, **({"group": group} if group else {})}
+        qualified, details = _subject(resource, name, group)
         return cls(404, "NotFound", f'{qualified} "{name}" not found', details)
 
     @classmethod
+    def no_such_path(cls) -> ApiError:
+        """404 for a path that names no served resource (or a subresource the kind does not have)."""
+        return cls(404, "NotFound", "the server could not find the requested resource")
+
+    @classmethod
     def already_exists(cls, resource: str, name: str, group: str = "") -> ApiError:
-        qualified = f"{resource}.{group}" if group else resource
-        details = {"name": name, "kind": resource, **({"group": group} if group else {})}
+        qualified, details = _subject(resource, name, group)
         return cls(409, "AlreadyExists", f'{qualified} "{name}" already exists', details)
 
     @classmethod
     def conflict(cls, resource: str, name: str, why: str, group: str = "") -> ApiError:
-        qualified = f"{resource}.{group}" if group else resource
-        details = {"name": name, "kind": resource, **({"group": group} if group else {})}
+        qualified, details = _subject(resource, name, group)
         return cls(409, "Conflict", f'Operation cannot be fulfilled on {qualified} "{name}": {why}', details)
 
     @classmethod
@@ -75,15 +78,10 @@ class ApiError(Exception):
 
     @classmethod
     def invalid(cls, kind: str, name: str, causes: list[Cause], group: str = "") -> ApiError:
-        qualified = f"{kind}.{group}" if group else kind
+        qualified, details = _subject(kind, name, group)
         listed = [f"{c.field}: {c.message}" if c.field else c.message for c in causes]
         joined = listed[0] if len(listed) == 1 else "[" + ", ".join(listed) + "]"
-        details = {
-            "name": name,
-            "kind": kind,
-            **({"group": group} if group else {}),
-            "causes": [c.to_dict() for c in causes],
-        }
+        details["causes"] = [c.to_dict() for c in causes]
         return cls(422, "Invalid", f'{qualified} "{name}" is invalid: {joined}', details)
 
     @classmethod
@@ -108,6 +106,33 @@ class ApiError(Exception):
     def gone(cls, message: str) -> ApiError:
         return cls(410, "Expired", message)
 
-    @classmethod
-    def internal(cls, message: str) -> ApiError:
-        return cls(500, "InternalError", message)
+
+def _subject(resource: str, name: str, group: str) -> tuple[str, dict[str, Any]]:
+    """What an error is about: ``deployments.apps`` as its message names it, and its ``details``."""
+    qualified = f"{resource}.{group}" if group else resource
+    details: dict[str, Any] = {"name": name, "kind": resource}
+    if group:
+        details["group"] = group
+    return qualified, details
+
+
+_GO_ESCAPES = {"\a": r"\a", "\b": r"\b", "\f": r"\f", "\n": r"\n", "\r": r"\r", "\t": r"\t", "\v": r"\v"}
+
+
+def go_quote(text: str) -> str:
+    """Go's ``strconv.Quote`` (``%q``): how the real server's messages quote values, byte for byte."""
+    out: list[str] = []
+    for ch in text:
+        if ch in '"\\':
+            out.append("\\" + ch)
+        elif ch in _GO_ESCAPES:
+            out.append(_GO_ESCAPES[ch])
+        elif ch.isprintable():
+            out.append(ch)
+        elif ord(ch) < 0x80:
+            out.append(f"\\x{ord(ch):02x}")
+        elif ord(ch) <= 0xFFFF:
+            out.append(f"\\u{ord(ch):04x}")
+        else:
+            out.append(f"\\U{ord(ch):08x}")
+    return '"' + "".join(out) + '"'

@@ -27,7 +27,8 @@ from typing import Any
 
 from kube_test_server import cel
 from kube_test_server.cel import CelError, CelEvalError, CelSyntaxError, UnsupportedRule, format_double
-from kube_test_server.errors import Cause
+from kube_test_server.errors import Cause, go_quote
+from kube_test_server.selectors import DNS1035_LABEL
 
 __all__ = ["UnsupportedRule", "admit", "apply_defaults", "check_rules", "prune", "rule_problems", "validate"]
 
@@ -106,8 +107,7 @@ def prune(obj: Any, schema: Schema) -> Any:
 
 def _prune(value: Any, s: Schema | None, embedded: bool = False) -> Any:
     embedded = embedded or bool(s and s.get(_EMBEDDED))
-    if s is not None and s.get(_PRESERVE) is True:
-        return _skip_prune(value, s, embedded)
+    preserve = s is not None and s.get(_PRESERVE) is True
     if isinstance(value, dict):
         if s is None:
             return {}
@@ -123,29 +123,14 @@ def _prune(value: Any, s: Schema | None, embedded: bool = False) -> Any:
                 # additionalProperties: true (or false, which a structural schema forbids) keeps the key
                 # but gives its value no schema, so nothing below it survives.
                 out[key] = _prune(v, _additional(s))
-        return out
-    if isinstance(value, list):
-        return [_prune(v, _items(s)) for v in value]
-    return value
-
-
-def _skip_prune(value: Any, s: Schema, embedded: bool) -> Any:
-    if isinstance(value, dict):
-        props = _props(s)
-        out: dict[str, Any] = {}
-        for key, v in value.items():
-            if embedded and key in _META_FIELDS:
-                out[key] = copy.deepcopy(v)
-            elif key in props:
-                out[key] = _prune(v, props[key])
-            elif s.get("additionalProperties") is not None:
-                out[key] = _prune(v, _additional(s))
-            else:
+            elif preserve:
                 out[key] = copy.deepcopy(v)
         return out
     if isinstance(value, list):
         items = _items(s)
-        return [copy.deepcopy(v) if items is None else _prune(v, items) for v in value]
+        if preserve and items is None:
+            return copy.deepcopy(value)
+        return [_prune(v, items) for v in value]
     return value
 
 
@@ -253,10 +238,6 @@ def _name_field(name: str) -> str:
     return name.removeprefix(".") or "<nil>"
 
 
-def _child_name(name: str, key: str) -> str:
-    return f"{name}.{key}" if name else key
-
-
 def _types(s: Schema) -> list[str]:
     if s.get("x-kubernetes-int-or-string"):
         return ["integer", "string"]
@@ -331,7 +312,7 @@ def _validate_node(value: Any, s: Schema, name: str, old: Any, out: list[Cause],
 def _type_cause(name: str, expected: str, actual: str) -> Cause:
     return Cause(
         _name_field(name),
-        f"Invalid value: {_body(actual)}: {name} in body must be of type {expected}: {_go_quote(actual)}",
+        f"Invalid value: {_body(actual)}: {name} in body must be of type {expected}: {go_quote(actual)}",
         "FieldValueTypeInvalid",
     )
 
@@ -378,7 +359,7 @@ def _closest(results: list[list[Cause]]) -> list[Cause]:
 
 
 def _check_composition(value: Any, s: Schema, name: str, out: list[Cause]) -> None:
-    quoted = _go_quote(name)
+    quoted = go_quote(name)
     any_of = s.get("anyOf")
     if isinstance(any_of, list) and any_of:
         results = [_errors_of(value, sub, name) for sub in any_of]
@@ -513,7 +494,7 @@ def _check_format(value: str, fmt: str, name: str, out: list[Cause]) -> None:
         out.append(
             Cause(
                 _name_field(name),
-                f"Invalid value: {_body(value)}: {name} in body must be of type {fmt}: {_go_quote(value)}",
+                f"Invalid value: {_body(value)}: {name} in body must be of type {fmt}: {go_quote(value)}",
                 "FieldValueTypeInvalid",
             )
         )
@@ -596,7 +577,7 @@ def _check_enum(value: Any, s: Schema, name: str, out: list[Cause]) -> None:
         return
     if any(_enum_match(value, candidate) for candidate in enum):
         return
-    allowed = ", ".join(_go_quote(v if isinstance(v, str) else _go_json(v)) for v in enum)
+    allowed = ", ".join(go_quote(v if isinstance(v, str) else _go_json(v)) for v in enum)
     out.append(
         Cause(
             _name_field(name),
@@ -630,7 +611,7 @@ def _check_object(
             _validate_node(v, addl, f"{name}.{key}", old_map.get(key, _NO_OLD), out)
     for key, prop in props.items():
         if key in value and not (root and key == "metadata"):
-            _validate_node(value[key], prop, _child_name(name, key), old_map.get(key, _NO_OLD), out)
+            _validate_node(value[key], prop, _path_child(name, key), old_map.get(key, _NO_OLD), out)
     for key in s.get("required") or ():
         if key not in value:
             out.append(Cause(_name_field(f"{name}.{key}"), "Required value", "FieldValueRequired"))
@@ -677,14 +658,6 @@ def _embedded_causes(value: Any, s: Schema | None, path: str, root: bool = False
     return out
 
 
-_DNS1035 = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")
-_DNS1035_MSG = (
-    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
-    "character, and end with an alphanumeric character (e.g. 'my-name',  or 'abc-123', regex used for "
-    "validation is '[a-z]([-a-z0-9]*[a-z0-9])?')"
-)
-
-
 def _embedded_resource_causes(value: dict[str, Any], path: str) -> list[Cause]:
     out: list[Cause] = []
     for key in ("apiVersion", "kind"):
@@ -702,10 +675,10 @@ def _embedded_resource_causes(value: dict[str, Any], path: str) -> list[Cause]:
             out.append(Cause(field, f"Invalid value: {_body(v)}: unexpected GroupVersion string: {v}"))
         elif key == "kind":
             problems = []
-            if len(v) > 63:
-                problems.append("must be no more than 63 characters")
-            if not _DNS1035.fullmatch(v.lower()):
-                problems.append(_DNS1035_MSG)
+            if len(v) > DNS1035_LABEL.max_length:
+                problems.append(f"must be no more than {DNS1035_LABEL.max_length} characters")
+            if not DNS1035_LABEL.matches(v.lower()):
+                problems.append(DNS1035_LABEL.message)
             if problems:
                 detail = "may have mixed case, but should otherwise match: " + ",".join(problems)
                 out.append(Cause(field, f"Invalid value: {_body(v)}: {detail}"))
@@ -1058,31 +1031,6 @@ def check_rules(schema: Schema) -> list[str]:
 # --- Go's printing of values in field errors -----------------------------------------------------
 
 
-def _go_quote(s: str) -> str:
-    """strconv.Quote."""
-    out = ['"']
-    for ch in s:
-        code = ord(ch)
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch in "\a\b\f\n\r\t\v":
-            out.append(
-                {"\a": "\\a", "\b": "\\b", "\f": "\\f", "\n": "\\n", "\r": "\\r", "\t": "\\t", "\v": "\\v"}[
-                    ch
-                ]
-            )
-        elif ch.isprintable():
-            out.append(ch)
-        elif code < 0x80:
-            out.append(f"\\x{code:02x}")
-        elif code < 0x10000:
-            out.append(f"\\u{code:04x}")
-        else:
-            out.append(f"\\U{code:08x}")
-    out.append('"')
-    return "".join(out)
-
-
 def _go_sharp_v(v: Any) -> str:
     """``%#v`` of a decoded JSON value, as Go prints one nested in an interface{}."""
     if v is None:
@@ -1094,11 +1042,11 @@ def _go_sharp_v(v: Any) -> str:
     if isinstance(v, float):
         return format_double(v)
     if isinstance(v, str):
-        return _go_quote(v)
+        return go_quote(v)
     if isinstance(v, list):
         return "[]interface {}{" + ", ".join(_go_sharp_v(x) for x in v) + "}"
     if isinstance(v, dict):
-        entries = ", ".join(f"{_go_quote(str(k))}:{_go_sharp_v(v[k])}" for k in sorted(v))
+        entries = ", ".join(f"{go_quote(str(k))}:{_go_sharp_v(v[k])}" for k in sorted(v))
         return "map[string]interface {}{" + entries + "}"
     return repr(v)
 

@@ -35,13 +35,17 @@ from dataclasses import dataclass
 from enum import Enum, StrEnum
 from typing import Any, Final, Literal, Protocol
 
-from kube_test_server.errors import ApiError
+from kube_test_server.errors import ApiError, go_quote
 
 __all__ = [
+    "DNS1035_LABEL",
+    "DNS1123_LABEL",
+    "DNS1123_SUBDOMAIN",
     "FieldSelector",
     "FieldTerm",
     "InvalidSelector",
     "LabelSelector",
+    "NameFormat",
     "ObjectMatcher",
     "Operator",
     "Requirement",
@@ -62,43 +66,14 @@ class InvalidSelector(ValueError):
 
 # --- Go-compatible message helpers -------------------------------------------------------------------------
 
-_GO_ESCAPES: Final = {
-    "\a": r"\a",
-    "\b": r"\b",
-    "\f": r"\f",
-    "\n": r"\n",
-    "\r": r"\r",
-    "\t": r"\t",
-    "\v": r"\v",
-}
-
-
-def _go_quote(text: str) -> str:
-    """Go's ``%q``: messages quote values this way, and a test comparing messages needs the same bytes."""
-    out: list[str] = []
-    for ch in text:
-        if ch in '"\\':
-            out.append("\\" + ch)
-        elif ch in _GO_ESCAPES:
-            out.append(_GO_ESCAPES[ch])
-        elif ch.isprintable():
-            out.append(ch)
-        elif ord(ch) < 0x80:
-            out.append(f"\\x{ord(ch):02x}")
-        elif ord(ch) <= 0xFFFF:
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(f"\\U{ord(ch):08x}")
-    return '"' + "".join(out) + '"'
-
 
 def _go_value(value: str | Sequence[str] | None) -> str:
     """How ``field.Invalid`` prints its bad value: ``%q`` for a string, ``%#v`` for a ``[]string``."""
     if isinstance(value, str):
-        return _go_quote(value)
+        return go_quote(value)
     if value is None:
         return "[]string(nil)"
-    return "[]string{" + ", ".join(_go_quote(v) for v in value) + "}"
+    return "[]string{" + ", ".join(go_quote(v) for v in value) + "}"
 
 
 def _invalid(path: str, value: str | Sequence[str] | None, detail: str) -> str:
@@ -123,7 +98,7 @@ def _max_len_error(length: int) -> str:
     return f"must be no more than {length} bytes"
 
 
-# --- label key and value validation (k8s.io/apimachinery/pkg/api/validate/content) --------------------------
+# --- names, label keys and values (k8s.io/apimachinery/pkg/api/validate/content) ----------------------------
 
 _NAME_FMT: Final = "([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]"
 _NAME_RE: Final = re.compile(_NAME_FMT)
@@ -139,14 +114,49 @@ _VALUE_MSG: Final = (
     "and must start and end with an alphanumeric character"
 )
 _VALUE_MAX: Final = 63
+
+
+@dataclass(frozen=True)
+class NameFormat:
+    """A DNS name format of the ``content`` package (``IsDNS1123Label`` and friends): its pattern, the longest
+    name it allows, and the message for a name that does not match, worded as the real server words it."""
+
+    regex: re.Pattern[str]
+    max_length: int
+    message: str
+
+    def matches(self, name: str) -> bool:
+        return self.regex.fullmatch(name) is not None
+
+
+def _name_format(regex: str, max_length: int, message: str, *examples: str) -> NameFormat:
+    return NameFormat(re.compile(regex), max_length, _regex_error(message, regex, *examples))
+
+
 _DNS_LABEL_FMT: Final = "[a-z0-9]([-a-z0-9]*[a-z0-9])?"
-_SUBDOMAIN_FMT: Final = _DNS_LABEL_FMT + r"(\." + _DNS_LABEL_FMT + ")*"
-_SUBDOMAIN_RE: Final = re.compile(_SUBDOMAIN_FMT)
-_SUBDOMAIN_MSG: Final = (
-    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
-    "and must start and end with an alphanumeric character"
+DNS1123_LABEL: Final = _name_format(
+    _DNS_LABEL_FMT,
+    63,
+    "a lowercase RFC 1123 label must consist of lower case alphanumeric characters or '-', "
+    "and must start and end with an alphanumeric character",
+    "my-name",
+    "123-abc",
 )
-_SUBDOMAIN_MAX: Final = 253
+DNS1123_SUBDOMAIN: Final = _name_format(
+    _DNS_LABEL_FMT + r"(\." + _DNS_LABEL_FMT + ")*",
+    253,
+    "a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.', "
+    "and must start and end with an alphanumeric character",
+    "example.com",
+)
+DNS1035_LABEL: Final = _name_format(
+    "[a-z]([-a-z0-9]*[a-z0-9])?",
+    63,
+    "a DNS-1035 label must consist of lower case alphanumeric characters or '-', start with an alphabetic "
+    "character, and end with an alphanumeric character",
+    "my-name",
+    "abc-123",
+)
 
 
 def _byte_len(text: str) -> int:
@@ -168,10 +178,10 @@ def label_key_errors(key: str) -> list[str]:
         if not prefix:
             errors.append("prefix part must be non-empty")
         else:
-            if _byte_len(prefix) > _SUBDOMAIN_MAX:
-                errors.append("prefix part " + _max_len_error(_SUBDOMAIN_MAX))
-            if not _SUBDOMAIN_RE.fullmatch(prefix):
-                errors.append("prefix part " + _regex_error(_SUBDOMAIN_MSG, _SUBDOMAIN_FMT, "example.com"))
+            if _byte_len(prefix) > DNS1123_SUBDOMAIN.max_length:
+                errors.append("prefix part " + _max_len_error(DNS1123_SUBDOMAIN.max_length))
+            if not DNS1123_SUBDOMAIN.matches(prefix):
+                errors.append("prefix part " + DNS1123_SUBDOMAIN.message)
     else:
         return [
             "a valid label key "
@@ -630,7 +640,7 @@ def _expression_requirement(index: int, expression: Any) -> Requirement:
         raise InvalidSelector(f"{where}.values: must be a list of strings")
     op = _EXPRESSION_OPERATORS.get(operator)
     if op is None:
-        raise InvalidSelector(f"{_go_quote(operator)} is not a valid label selector operator")
+        raise InvalidSelector(f"{go_quote(operator)} is not a valid label selector operator")
     # The real code copies values with append([]string(nil), ...), so an empty list reaches it as nil.
     return _new_requirement(key, op, values or None)
 
@@ -855,7 +865,7 @@ _BUILTIN: Final[dict[tuple[str, str], _BuiltinFields]] = {
     ("batch", "jobs"): _BuiltinFields(
         _META | {"status.successful"},
         lambda obj: {"status.successful": _count_field(_dig(obj, "status", "succeeded"))},
-        reject=lambda label: f"field label {_go_quote(label)} not supported for Job",
+        reject=lambda label: f"field label {go_quote(label)} not supported for Job",
     ),
 }
 
@@ -1002,7 +1012,7 @@ def _convert_label(
         if label in _META:
             return label
         raise InvalidSelector(
-            f'{_go_quote(label)} is not a known field selector: only "metadata.name", "metadata.namespace"'
+            f'{go_quote(label)} is not a known field selector: only "metadata.name", "metadata.namespace"'
         )
     if builtin.aliases and label in builtin.aliases:
         return builtin.aliases[label]
