@@ -390,40 +390,28 @@ class _Parser:
         self.expect(":")
         return _Cond(pos, cond, then, self.expr())
 
-    def or_(self) -> _Node:
-        node = self.and_()
-        while self.at("||"):
-            pos = self.take().pos
-            node = _Binary(pos, "||", node, self.and_())
+    def binary(self, operators: tuple[str, ...], operand: Callable[[], _Node]) -> _Node:
+        """A left-associative run of ``operand`` joined by any of ``operators``."""
+        node = operand()
+        while self.peek().kind == "op" and self.peek().value in operators:
+            tok = self.take()
+            node = _Binary(tok.pos, tok.value, node, operand())
         return node
+
+    def or_(self) -> _Node:
+        return self.binary(("||",), self.and_)
 
     def and_(self) -> _Node:
-        node = self.relation()
-        while self.at("&&"):
-            pos = self.take().pos
-            node = _Binary(pos, "&&", node, self.relation())
-        return node
+        return self.binary(("&&",), self.relation)
 
     def relation(self) -> _Node:
-        node = self.calc()
-        while self.peek().kind == "op" and self.peek().value in ("==", "!=", "<", "<=", ">", ">=", "in"):
-            tok = self.take()
-            node = _Binary(tok.pos, tok.value, node, self.calc())
-        return node
+        return self.binary(("==", "!=", "<", "<=", ">", ">=", "in"), self.calc)
 
     def calc(self) -> _Node:
-        node = self.product()
-        while self.at("+") or self.at("-"):
-            tok = self.take()
-            node = _Binary(tok.pos, tok.value, node, self.product())
-        return node
+        return self.binary(("+", "-"), self.product)
 
     def product(self) -> _Node:
-        node = self.unary()
-        while self.at("*") or self.at("/") or self.at("%"):
-            tok = self.take()
-            node = _Binary(tok.pos, tok.value, node, self.unary())
-        return node
+        return self.binary(("*", "/", "%"), self.unary)
 
     def unary(self) -> _Node:
         if self.at("!"):
