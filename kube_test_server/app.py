@@ -14,11 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
-from kube_test_server import resources, tables
+from kube_test_server import patches, resources, tables
 from kube_test_server.errors import ApiError
-from kube_test_server.patches import patch_kind
 from kube_test_server.resources import ResourceType
-from kube_test_server.selectors import Selection
+from kube_test_server.selectors import Selection, watch_event_type
 from kube_test_server.store import Change, DeleteOptions, Obj, Store, meta
 
 VERSION = {
@@ -102,15 +101,16 @@ class Target:
 
 def _target(store: Store, group: str, version: str, rest: list[str]) -> Target:
     namespace: str | None = None
+    rtype: ResourceType | None = None
     if len(rest) >= 3 and rest[0] == "namespaces":
         inner = store.registry.find(group, version, rest[2])
         if inner is not None and inner.namespaced:
-            namespace, rest = rest[1], rest[2:]
+            namespace, rest, rtype = rest[1], rest[2:], inner
     if not rest or len(rest) > 3:
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
-    rtype = store.registry.find(group, version, rest[0])
+        raise ApiError.no_such_path()
+    rtype = rtype or store.registry.find(group, version, rest[0])
     if rtype is None:
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+        raise ApiError.no_such_path()
     return Target(rtype, namespace, rest[1] if len(rest) > 1 else "", rest[2] if len(rest) > 2 else "")
 
 
@@ -122,9 +122,9 @@ def _verb(method: str, target: Target, watch: bool) -> str:
     return {"POST": "create", "PUT": "update", "PATCH": "patch"}.get(method, method.lower())
 
 
-def _selection(target: Target, query: Any) -> Callable[[Obj], bool]:
+def _selection(target: Target, query: Any) -> Selection:
     rtype = target.rtype
-    selection = Selection.from_query(
+    return Selection.from_query(
         query.get("labelSelector"),
         query.get("fieldSelector"),
         rtype.plural,
@@ -132,7 +132,6 @@ def _selection(target: Target, query: Any) -> Callable[[Obj], bool]:
         custom=rtype.custom,
         cluster_scoped=not rtype.namespaced,
     )
-    return selection.matches
 
 
 def _list_body(state: ApiState, target: Target, items: list[Obj], query: Any) -> Obj:
@@ -208,10 +207,9 @@ def _deleted_status(target: Target, obj: Obj) -> Obj:
 async def _serve_object(request: web.Request, state: ApiState, target: Target) -> web.StreamResponse:
     store, query, method = state.store, request.query, request.method
     rtype, ns, name, sub = target.rtype, target.namespace, target.name, target.subresource
-    if sub not in ("", "status", "scale"):
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
-    if (sub == "status" and not rtype.status) or (sub == "scale" and rtype.scale is None):
-        raise ApiError(404, "NotFound", "the server could not find the requested resource")
+    served = {"": True, "status": rtype.status, "scale": rtype.scale is not None}
+    if not served.get(sub):
+        raise ApiError.no_such_path()
     dry = query.get("dryRun") == "All"
     if method == "GET":
         if sub == "scale":
@@ -226,7 +224,7 @@ async def _serve_object(request: web.Request, state: ApiState, target: Target) -
             return _json(store.write_scale(rtype, ns, name, body))
         return _json(store.replace(rtype, ns, name, body, subresource=sub, dry_run=dry))
     if method == "PATCH":
-        kind = patch_kind(request.headers.get("Content-Type", ""))
+        kind = patches.patch_kind(request.headers.get("Content-Type", ""))
         if kind == "apply":
             raise ApiError.unsupported_media_type(
                 "application/apply-patch+yaml (server-side apply is not served "
@@ -234,8 +232,6 @@ async def _serve_object(request: web.Request, state: ApiState, target: Target) -
             )
         body = await _body(request)
         if sub == "scale":
-            from kube_test_server import patches
-
             scale = store.scale(rtype, ns, name)
             patched = patches.merge_patch(scale, body) if kind != "json" else patches.json_patch(scale, body)
             return _json(store.write_scale(rtype, ns, name, patched))
@@ -258,22 +254,22 @@ async def _serve_collection(request: web.Request, state: ApiState, target: Targe
     store, query, method = state.store, request.query, request.method
     rtype, ns = target.rtype, target.namespace
     if method == "GET":
-        match = _selection(target, query)
+        selection = _selection(target, query)
         if query.get("watch") in ("true", "1"):
-            return await _watch(request, state, target, match)
-        items = store.list_objects(rtype, ns, match)
+            return await _watch(request, state, target, selection)
+        items = store.list_objects(rtype, ns, selection.matches)
         if _wants_table(request):
             return _json(tables.table(rtype, items, state.clock(), str(store.revision)))
         return _json(_list_body(state, target, items, query))
     if method == "POST":
         # Creating needs the path of its scope: a namespaced kind under a namespace, and vice versa.
         if rtype.namespaced != bool(ns):
-            raise ApiError(404, "NotFound", "the server could not find the requested resource")
+            raise ApiError.no_such_path()
         created = store.create(rtype, ns, await _body(request), dry_run=query.get("dryRun") == "All")
         return _json(created, 201)
     if method == "DELETE":
         options = _delete_options(await _body(request), query)
-        match = _selection(target, query)
+        match = _selection(target, query).matches
         gone = []
         for obj in store.list_objects(rtype, ns, match):
             with contextlib.suppress(ApiError):
@@ -291,28 +287,29 @@ def _event(kind: str, obj: Obj) -> bytes:
     return json.dumps({"type": kind, "object": obj}).encode() + b"\n"
 
 
-def _as_event(target: Target, change: Change, match: Callable[[Obj], bool]) -> tuple[str, Obj] | None:
+def _bookmark(target: Target, metadata: Obj) -> bytes:
+    rtype = target.rtype
+    return _event("BOOKMARK", {"kind": rtype.kind, "apiVersion": rtype.api_version, "metadata": metadata})
+
+
+def _as_event(target: Target, change: Change, selection: Selection) -> tuple[str, Obj] | None:
     """The event a watcher sees: objects entering or leaving its selection become ADDED or DELETED."""
     rtype = target.rtype
     if (change.group, change.plural) != (rtype.group, rtype.plural):
         return None
     if rtype.namespaced and target.namespace and change.namespace != target.namespace:
         return None
-    obj = {**change.obj, "apiVersion": rtype.api_version, "kind": rtype.kind}
-    if change.type == "MODIFIED" and change.old is not None:
-        was, now = match(change.old), match(change.obj)
-        if was and now:
-            return "MODIFIED", obj
-        if was:
-            return "DELETED", obj
-        if now:
-            return "ADDED", obj
+    if change.type == "DELETED":
+        kind = watch_event_type(selection, change.obj, None)
+    else:
+        kind = watch_event_type(selection, change.old, change.obj)
+    if kind is None:
         return None
-    return (change.type, obj) if match(change.obj) else None
+    return kind, {**change.obj, "apiVersion": rtype.api_version, "kind": rtype.kind}
 
 
 async def _watch(
-    request: web.Request, state: ApiState, target: Target, match: Callable[[Obj], bool]
+    request: web.Request, state: ApiState, target: Target, selection: Selection
 ) -> web.StreamResponse:
     store, query = state.store, request.query
     since = query.get("resourceVersion", "")
@@ -324,7 +321,9 @@ async def _watch(
     expired: ApiError | None = None
     # Read what came before and subscribe in one step: the store runs on this loop, so nothing slips in.
     if send_initial or since in ("", "0"):
-        backlog = [("ADDED", o) for o in store.list_objects(target.rtype, target.namespace, match)]
+        backlog = [
+            ("ADDED", o) for o in store.list_objects(target.rtype, target.namespace, selection.matches)
+        ]
     else:
         try:
             version = int(since)
@@ -334,7 +333,7 @@ async def _watch(
             ) from None
         try:
             for change in store.changes_since(version):
-                event = _as_event(target, change, match)
+                event = _as_event(target, change, selection)
                 if event is not None:
                     backlog.append(event)
         except ApiError as exc:
@@ -353,16 +352,11 @@ async def _watch(
         for kind, obj in backlog:
             await response.write(_event(kind, obj))
         if send_initial:
-            mark = {
+            end = {
                 "resourceVersion": str(store.revision),
                 "annotations": {"k8s.io/initial-events-end": "true"},
             }
-            await response.write(
-                _event(
-                    "BOOKMARK",
-                    {"kind": target.rtype.kind, "apiVersion": target.rtype.api_version, "metadata": mark},
-                )
-            )
+            await response.write(_bookmark(target, end))
         deadline = None if timeout is None else asyncio.get_running_loop().time() + timeout
         while True:
             wait = state.bookmark_interval if bookmarks else 3600.0
@@ -381,18 +375,12 @@ async def _watch(
                     request.transport.close()
                 return response
             if getter in done:
-                event = _as_event(target, getter.result(), match)
+                event = _as_event(target, getter.result(), selection)
                 if event is not None:
                     await response.write(_event(*event))
             elif bookmarks and queue.empty():
                 # Never a bookmark past an event still queued: a client would resume after it.
-                mark = {"resourceVersion": str(store.revision)}
-                await response.write(
-                    _event(
-                        "BOOKMARK",
-                        {"kind": target.rtype.kind, "apiVersion": target.rtype.api_version, "metadata": mark},
-                    )
-                )
+                await response.write(_bookmark(target, {"resourceVersion": str(store.revision)}))
     except (ConnectionResetError, asyncio.CancelledError):
         return response
     finally:
@@ -470,7 +458,7 @@ def make_app(state: ApiState) -> web.Application:
                 if found is not None:
                     return _json(found)
             if target is None:
-                raise ApiError(404, "NotFound", "the server could not find the requested resource")
+                raise ApiError.no_such_path()
             if target.name:
                 return await _serve_object(request, state, target)
             return await _serve_collection(request, state, target)
