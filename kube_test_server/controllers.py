@@ -372,15 +372,15 @@ class DeploymentController(Reconciler):
         deployments = store.type("apps", "v1", "deployments")
         replicasets = store.type("apps", "v1", "replicasets")
         pods = store.type("", "v1", "pods")
-        for d in list(store.items(deployments)):
+        for d in store.items(deployments):
             m = meta(d)
             with self.guard(f"deployment {m['namespace']}/{m['name']}"):
                 self._rollout(store, deployments, replicasets, pods, m["namespace"], m["name"])
-        for rs in list(store.items(replicasets)):
+        for rs in store.items(replicasets):
             m = meta(rs)
             with self.guard(f"replicaset {m['namespace']}/{m['name']}"):
                 self._sync_replicaset(store, replicasets, pods, m["namespace"], m["name"])
-        for d in list(store.items(deployments)):
+        for d in store.items(deployments):
             m = meta(d)
             with self.guard(f"deployment status {m['namespace']}/{m['name']}"):
                 self._sync_status(store, deployments, replicasets, m["namespace"], m["name"])
@@ -389,7 +389,8 @@ class DeploymentController(Reconciler):
 
     @staticmethod
     def _owned(store: Store, rtype: ResourceType, namespace: str, uid: str) -> list[Obj]:
-        return [copy.deepcopy(o) for o in store.items(rtype, namespace) if controller_uid(o) == uid]
+        """The objects ``uid`` controls, as stored: read them, copy before changing one."""
+        return [o for o in store.items(rtype, namespace) if controller_uid(o) == uid]
 
     @staticmethod
     def _split(d: Obj, rses: list[Obj]) -> tuple[Obj | None, list[Obj]]:
@@ -427,8 +428,10 @@ class DeploymentController(Reconciler):
             new = self._create_replicaset(store, deployments, replicasets, d, old, target)
             if new is None:
                 return
-        elif self._sync_new_metadata(d, new, old):
-            new = store.replace(replicasets, namespace, meta(new)["name"], new)
+        else:
+            new, changed = self._sync_new_metadata(d, new, old)
+            if changed:
+                new = store.replace(replicasets, namespace, meta(new)["name"], new)
         # reconcileNewReplicaSet
         if _replicas(new) > _replicas(d):
             new = self._scale(store, replicasets, d, new, _replicas(d))
@@ -506,7 +509,7 @@ class DeploymentController(Reconciler):
             deployments = store.type("apps", "v1", "deployments")
             new = self._create_replicaset(store, deployments, replicasets, d, old, _replicas(d))
         else:
-            changed = self._sync_new_metadata(d, new, old)
+            new, changed = self._sync_new_metadata(d, new, old)
             if changed or _replicas(new) != _replicas(d):
                 self._scale(store, replicasets, d, new, _replicas(d))
 
@@ -532,8 +535,9 @@ class DeploymentController(Reconciler):
         annotations[MAX_REPLICAS] = str(_replicas(d) + _max_surge(d))
         return annotations
 
-    def _sync_new_metadata(self, d: Obj, new: Obj, old: list[Obj]) -> bool:
-        """Bring the new ReplicaSet's annotations and minReadySeconds in line; True when something moved."""
+    def _sync_new_metadata(self, d: Obj, new: Obj, old: list[Obj]) -> tuple[Obj, bool]:
+        """A copy of the new ReplicaSet with its annotations and minReadySeconds in line, and whether
+        something moved."""
         revision = max((_revision(rs) for rs in old), default=0) + 1
         annotations = self._annotations(d, new, revision)
         min_ready = (d.get("spec") or {}).get("minReadySeconds", 0)
@@ -541,9 +545,10 @@ class DeploymentController(Reconciler):
             annotations != (meta(new).get("annotations") or {})
             or (new.get("spec") or {}).get("minReadySeconds", 0) != min_ready
         )
+        new = copy.deepcopy(new)
         meta(new)["annotations"] = annotations
         new.setdefault("spec", {})["minReadySeconds"] = min_ready
-        return changed
+        return new, changed
 
     def _scale(self, store: Store, replicasets: ResourceType, d: Obj, rs: Obj, replicas: int) -> Obj:
         rs = copy.deepcopy(rs)
@@ -945,12 +950,12 @@ class EndpointSliceController(Reconciler):
         services = store.type("", "v1", "services")
         slices = store.type("discovery.k8s.io", "v1", "endpointslices")
         pods = store.type("", "v1", "pods")
-        for svc in list(store.items(services)):
+        for svc in store.items(services):
             m = meta(svc)
             with self.guard(f"service {m['namespace']}/{m['name']}"):
                 self._sync(store, services, slices, pods, m["namespace"], m["name"])
         service_uids = {meta(s)["uid"] for s in store.items(services)}
-        for es in list(store.items(slices)):
+        for es in store.items(slices):
             m = meta(es)
             if (m.get("labels") or {}).get(MANAGED_BY_LABEL) != MANAGED_BY or m.get("deletionTimestamp"):
                 continue

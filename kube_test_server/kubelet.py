@@ -272,10 +272,7 @@ class Scheduler(Reconciler):
 
     def reconcile(self, store: Store) -> None:
         pods_t = store.type("", "v1", "pods")
-        nodes = sorted(
-            (copy.deepcopy(n) for n in store.items(store.type("", "v1", "nodes"))),
-            key=lambda n: meta(n)["name"],
-        )
+        nodes = store.items(store.type("", "v1", "nodes"))  # by name; read, never changed
         use = {meta(n)["name"]: _NodeUse() for n in nodes}
         pending: list[Obj] = []
         for pod in store.items(pods_t):
@@ -472,7 +469,6 @@ class _Run:
     restart_at: float | None = None
     waiting: Obj | None = None
     host_ip: str = DEFAULT_NODE_ADDRESS
-    clock: Callable[[], float] = time.time
     wake: asyncio.Event = field(default_factory=asyncio.Event)
 
 
@@ -547,7 +543,7 @@ class Kubelet(Reconciler):
                 or uid in self._finished
             ):
                 continue
-            self._runs[uid] = _Run(uid, clock=store.clock)
+            self._runs[uid] = _Run(uid)
             self._tasks[uid] = asyncio.create_task(
                 self._worker(store, pods_t, m["namespace"], m["name"], uid),
                 name=f"kubelet {m['namespace']}/{m['name']}",
@@ -678,13 +674,12 @@ class Kubelet(Reconciler):
         self._write(store, pods_t, pod, self._status(pod, run, ready=False))
         return self.restart_delay
 
-    @staticmethod
-    def _terminated(run: _Run, code: int) -> Obj:
+    def _terminated(self, run: _Run, code: int) -> Obj:
         return {
             "exitCode": code,
             "reason": "Completed" if code == 0 else "Error",
             "startedAt": run.started_at,
-            "finishedAt": now_rfc3339(run.clock),
+            "finishedAt": now_rfc3339(self._clock),
             "containerID": _container_id(run),
         }
 

@@ -18,7 +18,7 @@ import random
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -61,6 +61,12 @@ class DeleteOptions:
 
 def now_rfc3339(clock: Callable[[], float] = time.time) -> str:
     return datetime.fromtimestamp(clock(), UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _namespace_mismatch() -> ApiError:
+    return ApiError.bad_request(
+        "the namespace of the provided object does not match the namespace sent on the request"
+    )
 
 
 def meta(obj: Obj) -> Obj:
@@ -109,18 +115,22 @@ class Store:
         out["kind"] = rtype.kind
         return out
 
-    def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Obj:
-        found = self.objects.get(self._key(rtype, namespace, name))
+    def _stored(self, rtype: ResourceType, namespace: str | None, name: str) -> tuple[Key, Obj]:
+        """The key and the stored object, or 404."""
+        key = self._key(rtype, namespace, name)
+        found = self.objects.get(key)
         if found is None:
             raise ApiError.not_found(rtype.plural, name, rtype.group)
-        return self._out(rtype, found)
+        return key, found
 
-    def items(self, rtype: ResourceType, namespace: str | None = None) -> Iterator[Obj]:
-        """Stored objects of a kind (not copies: callers inside the server must not change them)."""
-        keys = list(self._kinds.get((rtype.group, rtype.plural), ()))
-        for key in sorted(keys):
-            if namespace is None or key[2] == namespace:
-                yield self.objects[key]
+    def get(self, rtype: ResourceType, namespace: str | None, name: str) -> Obj:
+        return self._out(rtype, self._stored(rtype, namespace, name)[1])
+
+    def items(self, rtype: ResourceType, namespace: str | None = None) -> list[Obj]:
+        """Stored objects of a kind by namespace and name, as a list taken now (so callers may write while
+        they go through it); not copies: callers inside the server must not change them."""
+        keys = self._kinds.get((rtype.group, rtype.plural), ())
+        return [self.objects[k] for k in sorted(keys) if namespace is None or k[2] == namespace]
 
     def list_objects(
         self, rtype: ResourceType, namespace: str | None = None, match: Match | None = None
@@ -166,9 +176,7 @@ class Store:
         if not rtype.namespaced:
             return
         if not namespace:
-            raise ApiError.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise _namespace_mismatch()
         ns = self.objects.get(("", "namespaces", "", namespace))
         if ns is None:
             raise ApiError.not_found("namespaces", namespace)
@@ -188,9 +196,7 @@ class Store:
         if rtype.namespaced:
             body_ns = m.get("namespace")
             if body_ns and namespace and body_ns != namespace:
-                raise ApiError.bad_request(
-                    "the namespace of the provided object does not match the namespace sent on the request"
-                )
+                raise _namespace_mismatch()
             namespace = namespace or body_ns
             m["namespace"] = namespace
         else:
@@ -238,10 +244,7 @@ class Store:
         """PUT: the whole object (or its status, for ``subresource="status"``)."""
         if not isinstance(body, dict):
             raise ApiError.bad_request("the body of the request is not a JSON object")
-        key = self._key(rtype, namespace, name)
-        old = self.objects.get(key)
-        if old is None:
-            raise ApiError.not_found(rtype.plural, name, rtype.group)
+        key, old = self._stored(rtype, namespace, name)
         m = body.get("metadata") or {}
         if m.get("name", name) != name:
             raise ApiError.bad_request(
@@ -259,9 +262,7 @@ class Store:
         if given and given != meta(old)["resourceVersion"]:
             raise ApiError.stale(rtype.plural, name, rtype.group)
         if rtype.namespaced and m.get("namespace", namespace) != namespace:
-            raise ApiError.bad_request(
-                "the namespace of the provided object does not match the namespace sent on the request"
-            )
+            raise _namespace_mismatch()
         return self._write(rtype, key, old, copy.deepcopy(body), subresource, dry_run)
 
     def _write(
@@ -350,10 +351,7 @@ class Store:
         """PATCH: ``kind`` is merge, json or strategic (see patches.patch_kind)."""
         from kube_test_server import patches
 
-        key = self._key(rtype, namespace, name)
-        old = self.objects.get(key)
-        if old is None:
-            raise ApiError.not_found(rtype.plural, name, rtype.group)
+        key, old = self._stored(rtype, namespace, name)
         current = self._out(rtype, old)
         if kind == "merge":
             if not isinstance(patch, dict):
@@ -433,10 +431,7 @@ class Store:
     ) -> tuple[Obj, bool]:
         """Returns the object and whether it is gone (False: finalizers or a graceful pod hold it)."""
         options = options or DeleteOptions()
-        key = self._key(rtype, namespace, name)
-        obj = self.objects.get(key)
-        if obj is None:
-            raise ApiError.not_found(rtype.plural, name, rtype.group)
+        key, obj = self._stored(rtype, namespace, name)
         m = meta(obj)
         if options.uid and options.uid != m.get("uid"):
             raise ApiError.conflict(
