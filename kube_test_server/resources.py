@@ -52,16 +52,10 @@ class ResourceType:
     printer_columns: tuple[PrinterColumn, ...] = ()
     # The CRD's version also carries apiVersion/kind on list items; built-in lists strip them.
     custom: bool = False
-    # Other served versions of the same resource (a CRD with several versions): they share storage.
-    storage_version: str = ""
 
     @property
     def api_version(self) -> str:
         return f"{self.group}/{self.version}" if self.group else self.version
-
-    @property
-    def group_resource(self) -> tuple[str, str]:
-        return (self.group, self.plural)
 
     @property
     def qualified(self) -> str:
@@ -100,7 +94,6 @@ def _builtin(
         kind.lower(),
         short,
         categories,
-        storage_version=version,
         **options,
     )
 
@@ -253,7 +246,6 @@ def custom_types(crd: dict[str, Any]) -> list[ResourceType]:
     """The served versions of a CRD (apiextensions.k8s.io/v1) as resource types."""
     spec = crd["spec"]
     names = spec["names"]
-    storage = next((v["name"] for v in spec["versions"] if v.get("storage")), spec["versions"][0]["name"])
     types = []
     for version in spec["versions"]:
         if not version.get("served", True):
@@ -286,7 +278,6 @@ def custom_types(crd: dict[str, Any]) -> list[ResourceType]:
                     for c in version.get("additionalPrinterColumns") or ()
                 ),
                 custom=True,
-                storage_version=storage,
             )
         )
     return types

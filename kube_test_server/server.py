@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import threading
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -198,13 +197,6 @@ class KubeTestServer:
         path = Path(path)
         path.write_text(yaml.safe_dump(self.kubeconfig(namespace)))
         return path
-
-
-@contextmanager
-def running(**options: Any) -> Iterator[KubeTestServer]:
-    server = KubeTestServer(**options)
-    with server:
-        yield server
 
 
 def cluster(gpus: int = 0, runtime: Any = None, nodes: int = 1, **options: Any) -> KubeTestServer:
