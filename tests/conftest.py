@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import asyncio
+import socket
 import time
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 from fastapi import FastAPI
@@ -20,6 +23,27 @@ def wait_until(check: Callable[[], bool], timeout: float = 10.0, interval: float
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not reached within {timeout} s")
         time.sleep(interval)
+
+
+async def wait_for(check: Callable[[], bool], within: float = 5.0) -> None:
+    """Poll in-process state (a queue, a registry, a fake's flag) from the event loop until `check` holds."""
+    async with asyncio.timeout(within):
+        while not check():  # noqa: ASYNC110
+            await asyncio.sleep(0.005)
+
+
+def free_port(host: str = "0.0.0.0") -> int:
+    """A port free on `host` now (on the default, free on every address: each 127.0.0.x can listen on it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def condition(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The object's status condition of this type, or {}."""
+    conditions: list[dict[str, Any]] = (obj.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
 
 
 @pytest.fixture

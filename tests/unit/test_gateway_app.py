@@ -16,6 +16,7 @@ from gpuscale.promtext import parse_samples
 from gpuscale_gateway.registry import State
 from gpuscale_gateway.server import RunningGateway
 from inference_app.exit_codes import EXIT_DRAIN_INCOMPLETE, EXIT_OK
+from tests.conftest import wait_for
 from tests.unit.test_gateway_fakes import (
     FakeReplica,
     Handler,
@@ -26,7 +27,6 @@ from tests.unit.test_gateway_fakes import (
     json_handler,
     replicas,
     response_bytes,
-    wait_for,
 )
 
 

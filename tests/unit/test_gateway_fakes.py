@@ -166,13 +166,6 @@ async def gateway(fakes: list[FakeReplica], **settings: Any) -> AsyncIterator[Ru
         yield gw
 
 
-async def wait_for(check: Callable[[], bool], within: float = 5.0) -> None:
-    """Poll in-process state (the gateway's queue, a fake's flag) until `check` holds."""
-    async with asyncio.timeout(within):
-        while not check():  # noqa: ASYNC110
-            await asyncio.sleep(0.005)
-
-
 def client(url: str, **kwargs: Any) -> httpx.AsyncClient:
     return httpx.AsyncClient(base_url=url, timeout=10, **kwargs)
 

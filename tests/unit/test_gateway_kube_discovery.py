@@ -37,7 +37,7 @@ from gpuscale_gateway.server import running
 from gpuscale_gateway.settings import GatewaySettings
 from inference_app.exit_codes import EXIT_USAGE
 from kube_test_server.server import KubeTestServer
-from tests.unit.test_gateway_fakes import wait_for
+from tests.conftest import wait_for
 
 NS = "default"
 PORT = 8000

@@ -3,7 +3,6 @@ answer matches what the document says (status codes, bodies, content types)."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import schemathesis
@@ -13,6 +12,7 @@ from schemathesis.python import asgi
 
 from inference_app.app import create_app
 from inference_app.settings import ServerSettings
+from tests.conftest import wait_until
 
 
 def _schema(settings: ServerSettings) -> schemathesis.BaseSchema:
@@ -20,10 +20,7 @@ def _schema(settings: ServerSettings) -> schemathesis.BaseSchema:
     # Loading the document started the app's lifespan; wait for the model so requests reach it.
     client = asgi.get_client(schema.app)
     with client:
-        deadline = time.monotonic() + 10
-        while client.get("/v2/health/ready").status_code != 200:
-            assert time.monotonic() < deadline, "the app never became ready"
-            time.sleep(0.01)
+        wait_until(lambda: client.get("/v2/health/ready").status_code == 200)
     return schema
 
 

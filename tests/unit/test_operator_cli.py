@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import socket
-
 import httpx
 import pytest
 from gpuscale.cli import main
 from gpuscale.kube import metrics
+
+from tests.conftest import free_port
 
 
 def test_the_operator_needs_a_scope(capsys: pytest.CaptureFixture[str]) -> None:
@@ -23,9 +23,7 @@ def test_namespace_and_all_namespaces_exclude_each_other(capsys: pytest.CaptureF
 
 
 def test_metrics_are_served_with_the_operator_names() -> None:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port("127.0.0.1")
     metrics.DECISIONS.labels("up").inc()
     metrics.serve(port)
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text

@@ -6,11 +6,12 @@ import asyncio
 import itertools
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 
 from inference_app.slots import Aborted, JobFailed, NotAccepting, QueueFull, SlotQueue
+from tests.conftest import wait_for
 
 
 class Recorder:
@@ -42,13 +43,6 @@ class Recorder:
         finally:
             with self.lock:
                 self.running -= 1
-
-
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = time.monotonic() + within
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.005)
 
 
 @pytest.fixture
@@ -92,7 +86,7 @@ async def test_slots_bound_the_concurrency(recorder: Recorder) -> None:
     q = make_queue(recorder, slots=2)
     q.start()
     tickets = [q.submit(f"wait{i}") for i in range(4)]
-    await eventually(lambda: q.load().running == 2)
+    await wait_for(lambda: q.load().running == 2)
     assert q.load().queued == 2
     for i in range(4):
         recorder.gate(f"wait{i}").set()
@@ -155,7 +149,7 @@ async def test_cancel_while_queued_means_the_job_never_runs(
     queue: SlotQueue[str, str], recorder: Recorder
 ) -> None:
     first = queue.submit("wait-first")
-    await eventually(lambda: queue.load().running == 1)
+    await wait_for(lambda: queue.load().running == 1)
     leaver = queue.submit("leaver")
     last = queue.submit("last")
     assert queue.load().queued == 2
@@ -172,11 +166,11 @@ async def test_cancel_while_running_marks_the_ticket_abandoned(
     queue: SlotQueue[str, str], recorder: Recorder
 ) -> None:
     ticket = queue.submit("wait-long")
-    await eventually(lambda: queue.load().running == 1)
+    await wait_for(lambda: queue.load().running == 1)
     assert queue.cancel(ticket) is False
     assert ticket.abandoned
     recorder.gate("wait-long").set()
-    await eventually(lambda: queue.load().running == 0)
+    await wait_for(lambda: queue.load().running == 0)
     # The slot is free again for the next job.
     assert await queue.submit("next").future == "NEXT"
 
@@ -185,7 +179,7 @@ async def test_a_drain_does_not_wait_for_a_job_whose_client_left(
     queue: SlotQueue[str, str], recorder: Recorder
 ) -> None:
     ticket = queue.submit("wait-orphan")
-    await eventually(lambda: queue.load().running == 1)
+    await wait_for(lambda: queue.load().running == 1)
     queue.cancel(ticket)
     # Nobody waits for its answer, so the drain is done although the job still runs.
     assert await queue.drain(seconds=1) is True
@@ -247,7 +241,7 @@ async def test_drain_of_an_idle_queue_returns_at_once(queue: SlotQueue[str, str]
 
 async def test_drain_timeout_then_abort_fails_what_is_left(queue: SlotQueue[str, str]) -> None:
     tickets = [queue.submit(f"wait{i}") for i in range(3)]
-    await eventually(lambda: queue.load().running == 1)
+    await wait_for(lambda: queue.load().running == 1)
     assert await queue.drain(seconds=0.05) is False
     assert queue.abort("drain time ran out") == 3
     for ticket in tickets:
@@ -263,7 +257,7 @@ async def test_load_counts_busy_time_including_the_running_job(
     done = queue.load().busy_seconds
     assert done >= 0.01
     ticket = queue.submit("wait-now")
-    await eventually(lambda: queue.load().running == 1)
+    await wait_for(lambda: queue.load().running == 1)
     await asyncio.sleep(0.05)
     assert queue.load().busy_seconds >= done + 0.04
     recorder.gate("wait-now").set()
