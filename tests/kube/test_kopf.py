@@ -3,7 +3,6 @@ watches, patches, finalizes, posts Events, and rides out dropped watches and a f
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +13,7 @@ from kubernetes import client
 
 from kube_test_server.server import KubeTestServer
 from tests.conftest import wait_until
+from tests.kopf_runs import kopf_env, kopf_runner
 from tests.kube.conftest import widget
 
 OPERATOR = Path(__file__).with_name("kopf_operator.py")
@@ -24,20 +24,12 @@ GROUP, VERSION, PLURAL = "example.com", "v1", "widgets"
 @pytest.fixture
 def operator_env(widgets: dict[str, Any], kubeconfig: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The CRD exists and KUBECONFIG points at the server before kopf starts, as on a cluster."""
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    # `kopf run FILE` puts the file's folder on sys.path; a copy keeps that from outliving the test.
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    kopf_env(monkeypatch, kubeconfig)
     return kubeconfig
 
 
 def kopf_run(*scope: str) -> KopfRunner:
-    # A fresh registry per run: kopf re-executes the handlers module into it, so no handler
-    # registered by an earlier test's run lingers in the process-wide default registry.
-    return KopfRunner(
-        ["run", "--standalone", "--verbose", *scope, str(OPERATOR)],
-        registry=kopf.OperatorRegistry(),
-        timeout=20,
-    )
+    return kopf_runner(OPERATOR, "--verbose", *scope, timeout=20)
 
 
 @pytest.fixture

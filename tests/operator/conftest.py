@@ -4,8 +4,7 @@ model Deployment and gateways (discovering those pods through the same API) for 
 from __future__ import annotations
 
 import asyncio
-import socket
-import sys
+import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -14,24 +13,20 @@ from typing import Any
 
 import gpuscale.kube.handlers
 import httpx
-import kopf
 import pytest
 from gpuscale.crd import build_crd
 from kopf.testing import KopfRunner
 
 from kube_test_server.server import KubeTestServer
 from kube_test_server.store import Obj
+from tests.conftest import condition, free_port, wait_until
+from tests.kopf_runs import kopf_env, kopf_runner
 from tests.pod_runtime import ProcessRuntime
 
 NS = "default"
 INFER = "/v2/models/sleep/infer"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("0.0.0.0", 0))
-        port: int = s.getsockname()[1]
-        return port
+CRS = f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices"
+DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 
 
 @dataclass
@@ -49,8 +44,13 @@ class Harness:
     def exists(self, path: str) -> bool:
         return self.http.get(path).status_code == 200
 
+    def merge_patch(self, path: str, body: Obj) -> httpx.Response:
+        return self.http.patch(
+            path, content=json.dumps(body), headers={"Content-Type": "application/merge-patch+json"}
+        )
+
     def service(self, name: str) -> Obj:
-        return self.get(f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices/{name}")
+        return self.get(f"{CRS}/{name}")
 
     def pods(self, selector: str) -> list[Obj]:
         items: list[Obj] = self.get(f"/api/v1/namespaces/{NS}/pods?labelSelector={selector}")["items"]
@@ -72,9 +72,7 @@ def harness(
     kube = kube_cluster(runtime=runtime)
     kube.write_kubeconfig(kubeconfig)
     kube.apply(build_crd())
-    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-    # `kopf run FILE` puts the file's folder on sys.path; a copy keeps that from outliving the test.
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    kopf_env(monkeypatch, kubeconfig)
     try:
         with httpx.Client(base_url=kube.url, timeout=10) as http:
             yield Harness(kube, runtime, http)
@@ -99,18 +97,21 @@ async def load(url: str, clients: int, seconds: float) -> list[int]:
     return codes
 
 
-def condition(obj: Obj, kind: str) -> Obj:
-    """The status condition of this type, or {}."""
-    conditions: list[Obj] = (obj.get("status") or {}).get("conditions") or []
-    return next((c for c in conditions if c.get("type") == kind), {})
+def wait_ready(harness: Harness, name: str, scaling: bool = True, timeout: float = 30) -> None:
+    """Until the service is Ready and (unless not `scaling`) ScalingActive."""
+    wait_until(lambda: condition(harness.service(name), "Ready").get("status") == "True", timeout)
+    if scaling:
+        wait_until(lambda: condition(harness.service(name), "ScalingActive").get("status") == "True", timeout)
 
 
-def run_operator(*extra: str) -> KopfRunner:
-    """kopf runs the handlers file into a fresh registry: `kopf run` makes the registry it is given the
-    process-wide default, so one left by an earlier test (or by another test's operator) never mixes in."""
-    return KopfRunner(
-        ["run", "--standalone", "-n", NS, *extra, HANDLERS], registry=kopf.OperatorRegistry(), timeout=60
-    )
+def stopped_cleanly(runner: KopfRunner) -> None:
+    exception: BaseException | None = runner.exception
+    assert exception is None, exception
+
+
+def run_operator(*scope: str) -> KopfRunner:
+    """The operator's handlers under kopf, watching `scope` (-A, or -n NS: by default -n default)."""
+    return kopf_runner(HANDLERS, *(scope or ("-n", NS)), timeout=60)
 
 
 def sleep_service(name: str = "sleep", **autoscaling: Any) -> Obj:

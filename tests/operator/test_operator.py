@@ -9,8 +9,8 @@ import asyncio
 from gpuscale.kube.backend import VICTIM_COST
 from gpuscale.kube.objects import DELETION_COST
 
-from tests.conftest import wait_until
-from tests.operator.conftest import NS, Harness, condition, load, run_operator, sleep_service
+from tests.conftest import condition, wait_until
+from tests.operator.conftest import NS, Harness, load, run_operator, sleep_service, wait_ready
 
 MODEL = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=model"
 GATEWAY = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=gateway"
@@ -33,8 +33,7 @@ def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harn
         ):
             owners = harness.get(path)["metadata"]["ownerReferences"]
             assert [o["uid"] for o in owners] == [uid], path
-        wait_until(lambda: condition(harness.service("sleep"), "Ready").get("status") == "True", 30)
-        wait_until(lambda: condition(harness.service("sleep"), "ScalingActive").get("status") == "True", 30)
+        wait_ready(harness, "sleep")
         (gateway_pod,) = harness.pods(GATEWAY)
         gateway_url = f"http://{gateway_pod['status']['podIP']}:8080"
 

@@ -7,31 +7,35 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import httpx
 import pytest
 from annotated_types import Ge, Gt, Le, Lt
 from gpuscale.spec import AutoscalingSpec, GatewaySpec, ServiceSpec
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from kopf.testing import KopfRunner
 from prometheus_client import REGISTRY
 from pydantic import BaseModel
 
-from tests.conftest import wait_until
-from tests.operator.conftest import NS, Harness, condition, load, run_operator, sleep_service
+from tests.conftest import condition, wait_until
+from tests.operator.conftest import (
+    CRS,
+    DEPLOYMENTS,
+    NS,
+    Harness,
+    load,
+    run_operator,
+    sleep_service,
+    stopped_cleanly,
+    wait_ready,
+)
 
 Obj = dict[str, Any]
 
-CRS = f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices"
-DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 REPLICASETS = f"/apis/apps/v1/namespaces/{NS}/replicasets"
-MERGE = {"Content-Type": "application/merge-patch+json"}
 
 
 @pytest.fixture
@@ -52,10 +56,6 @@ def selector(name: str, component: str) -> str:
     return f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
 
 
-def merge_patch(harness: Harness, path: str, body: Obj) -> httpx.Response:
-    return harness.http.patch(path, content=json.dumps(body), headers=MERGE)
-
-
 def model(harness: Harness, name: str) -> Obj:
     return harness.get(f"{DEPLOYMENTS}/{name}-model")
 
@@ -68,12 +68,6 @@ def model_replicas(harness: Harness, name: str) -> int:
 def replicasets(harness: Harness, name: str) -> list[Obj]:
     items: list[Obj] = harness.get(f"{REPLICASETS}?labelSelector={selector(name, 'model')}")["items"]
     return items
-
-
-def wait_ready(harness: Harness, name: str, scaling: bool = True, timeout: float = 30) -> None:
-    wait_until(lambda: condition(harness.service(name), "Ready").get("status") == "True", timeout)
-    if scaling:
-        wait_until(lambda: condition(harness.service(name), "ScalingActive").get("status") == "True", timeout)
 
 
 def gateway_url(harness: Harness, name: str) -> str:
@@ -100,11 +94,6 @@ def held(check: Callable[[], bool], seconds: float, interval: float = 0.2) -> bo
     return check()
 
 
-def stopped_cleanly(runner: KopfRunner) -> None:
-    exception: BaseException | None = runner.exception
-    assert exception is None, exception
-
-
 def tick_errors() -> float:
     return REGISTRY.get_sample_value("gpuscale_operator_tick_errors_total") or 0.0
 
@@ -127,7 +116,7 @@ def test_a_template_change_rolls_the_model_out_and_an_unchanged_spec_writes_noth
             {"name": "GPUSCALE_MODEL", "value": "sleep"},
             {"name": "GPUSCALE_SLEEP_SECONDS", "value": "0.2"},
         ]
-        merge_patch(harness, f"{CRS}/sleep", {"spec": {"template": {"env": env}}}).raise_for_status()
+        harness.merge_patch(f"{CRS}/sleep", {"spec": {"template": {"env": env}}}).raise_for_status()
         generation = harness.service("sleep")["metadata"]["generation"]
         assert generation == service["metadata"]["generation"] + 1
 
@@ -169,7 +158,7 @@ def test_a_template_change_rolls_the_model_out_and_an_unchanged_spec_writes_noth
         # A change that reaches no owned object (a label on the service) runs the reconcile, which
         # reads every object and writes none of them.
         harness.kube.clear_evidence()
-        merge_patch(harness, f"{CRS}/sleep", {"metadata": {"labels": {"team": "a"}}}).raise_for_status()
+        harness.merge_patch(f"{CRS}/sleep", {"metadata": {"labels": {"team": "a"}}}).raise_for_status()
         wait_until(
             lambda: any(
                 r.verb == "get" and r.resource == "serviceaccounts" and r.name == "sleep-gateway"
@@ -199,7 +188,7 @@ def test_a_slow_starting_rollout_is_not_mistaken_for_extra_replicas(harness: Har
             # Loading takes longer than scaleDownDelaySeconds (2 s): the surge pod is "starting" that long.
             {"name": "GPUSCALE_LOAD_SECONDS", "value": "5"},
         ]
-        merge_patch(harness, f"{CRS}/sleep", {"spec": {"template": {"env": env}}}).raise_for_status()
+        harness.merge_patch(f"{CRS}/sleep", {"spec": {"template": {"env": env}}}).raise_for_status()
         seen: list[int] = []
 
         def rolled_out() -> bool:
@@ -237,7 +226,7 @@ def test_with_autoscaling_off_the_spec_replicas_run_and_scale_writes_reach_the_d
         wait_until(lambda: (model(harness, "fixed").get("status") or {}).get("readyReplicas") == 2, 20)
 
         # What `kubectl scale gis fixed --replicas=3` sends: a merge patch of the CR's /scale.
-        answer = merge_patch(harness, f"{CRS}/fixed/scale", {"spec": {"replicas": 3}})
+        answer = harness.merge_patch(f"{CRS}/fixed/scale", {"spec": {"replicas": 3}})
         answer.raise_for_status()
         assert answer.json()["kind"] == "Scale"
         assert answer.json()["spec"]["replicas"] == 3
@@ -336,7 +325,7 @@ def test_api_errors_and_dropped_watches_are_survived_and_the_scale_still_happens
 
         # kopf watches again after the drop: a spec change is still seen (spec.replicas bumps the
         # generation and, with autoscaling on, changes no object: no rollout runs into the teardown).
-        merge_patch(harness, f"{CRS}/sleep", {"spec": {"replicas": 2}}).raise_for_status()
+        harness.merge_patch(f"{CRS}/sleep", {"spec": {"replicas": 2}}).raise_for_status()
         generation = harness.service("sleep")["metadata"]["generation"]
         wait_until(lambda: harness.service("sleep")["status"].get("observedGeneration") == generation, 10)
     stopped_cleanly(runner)

@@ -15,14 +15,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import kopf
 import kubernetes_validate
 import pytest
 import yaml
@@ -30,13 +28,22 @@ from aiohttp import web
 from gpuscale.crd import build_crd
 from gpuscale.kube.objects import build_gateway_rbac
 from gpuscale.spec import parse_service
-from kopf.testing import KopfRunner
 
 import kube_test_server.server
 from kube_test_server.app import ApiState, Request, make_app
 from kube_test_server.server import KubeTestServer
-from tests.conftest import wait_until
-from tests.operator.conftest import HANDLERS, NS, Harness, condition, load, sleep_service
+from tests.conftest import condition, wait_until
+from tests.kopf_runs import kopf_env
+from tests.operator.conftest import (
+    CRS,
+    DEPLOYMENTS,
+    NS,
+    Harness,
+    load,
+    run_operator,
+    sleep_service,
+    stopped_cleanly,
+)
 from tests.pod_runtime import ProcessRuntime
 
 Obj = dict[str, Any]
@@ -45,8 +52,6 @@ CLUSTER_ROLE_FILE = ROOT / "deploy" / "rbac" / "operator-clusterrole.yaml"
 ROLE_FILE = ROOT / "deploy" / "rbac" / "operator-role.yaml"
 
 OPERATOR, GATEWAY, TEST = "Bearer kube-test-server", "Bearer gateway", "Bearer test"
-CRS = f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices"
-DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 GATEWAY_PODS = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=gateway"
 RBAC = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}"
 LABEL = "app.kubernetes.io/managed-by"
@@ -133,10 +138,7 @@ def observed(
     kubeconfig = kube.kubeconfig()
     kubeconfig["users"][0]["user"]["token"] = GATEWAY.removeprefix("Bearer ")
     gateway_kubeconfig.write_text(yaml.safe_dump(kubeconfig))
-    operator_kubeconfig = kube.write_kubeconfig(tmp_path / "kubeconfig.yaml")
-    monkeypatch.setenv("KUBECONFIG", str(operator_kubeconfig))
-    # `kopf run FILE` puts the file's folder on sys.path; a copy keeps that from outliving the test.
-    monkeypatch.setattr(sys, "path", list(sys.path))
+    kopf_env(monkeypatch, kube.write_kubeconfig(tmp_path / "kubeconfig.yaml"))
     kube.apply(build_crd())
     try:
         with httpx.Client(base_url=kube.url, timeout=10, headers={"Authorization": TEST}) as http:
@@ -146,17 +148,6 @@ def observed(
 
 
 # --- the life cycle ----------------------------------------------------------------------------------------
-
-
-def stopped_cleanly(runner: KopfRunner) -> None:
-    exception: BaseException | None = runner.exception
-    assert exception is None, exception
-
-
-def merge_patch(harness: Harness, path: str, body: Obj) -> None:
-    harness.http.patch(
-        path, json=body, headers={"Content-Type": "application/merge-patch+json"}
-    ).raise_for_status()
 
 
 # Someone else's edits to the owned objects, which the next reconcile undoes (each object's own kind).
@@ -188,8 +179,9 @@ def life_cycle(harness: Harness) -> None:
     assert {"ScaledUp", "ScaledDown"} <= {e["reason"] for e in harness.events("sleep")}
 
     for path, body in TAMPERED.items():
-        merge_patch(harness, path, body)
-    merge_patch(harness, f"{CRS}/sleep", {"metadata": {"labels": {"team": "a"}}})  # a reconcile, no rollout
+        harness.merge_patch(path, body).raise_for_status()
+    # A reconcile, no rollout.
+    harness.merge_patch(f"{CRS}/sleep", {"metadata": {"labels": {"team": "a"}}}).raise_for_status()
 
     def repaired() -> bool:
         return all(
@@ -200,7 +192,7 @@ def life_cycle(harness: Harness) -> None:
 
     wait_until(repaired, 10)
 
-    merge_patch(harness, f"{CRS}/sleep", {"spec": {"gateway": {"enabled": False}}})
+    harness.merge_patch(f"{CRS}/sleep", {"spec": {"gateway": {"enabled": False}}}).raise_for_status()
     wait_until(lambda: not harness.exists(f"{DEPLOYMENTS}/sleep-gateway"), 10)
     wait_until(lambda: not harness.exists(f"/api/v1/namespaces/{NS}/serviceaccounts/sleep-gateway"), 10)
     wait_until(lambda: not harness.pods(GATEWAY_PODS), 20)
@@ -214,11 +206,7 @@ def life_cycle(harness: Harness) -> None:
 
 def operator_evidence(observed: Observed, scope: list[str]) -> list[Request]:
     observed.kube.clear_evidence()
-    # As conftest.run_operator, but with either scope: the handlers file into a fresh registry.
-    runner = KopfRunner(
-        ["run", "--standalone", *scope, HANDLERS], registry=kopf.OperatorRegistry(), timeout=60
-    )
-    with runner:
+    with run_operator(*scope) as runner:
         life_cycle(observed.harness)
     stopped_cleanly(runner)
     evidence = observed.evidence()
