@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +129,21 @@ def widgets(kube: KubeTestServer) -> dict[str, Any]:
 @pytest.fixture
 def kubeconfig(kube: KubeTestServer, tmp_path: Path) -> Path:
     return kube.write_kubeconfig(tmp_path / "kubeconfig.yaml")
+
+
+def deployment(container: dict[str, Any], name: str = "web", replicas: int = 1) -> dict[str, Any]:
+    """A Deployment of one container (a copy of it), its pods labelled app=NAME."""
+    labels = {"app": name}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": name},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": labels},
+            "template": {"metadata": {"labels": labels}, "spec": {"containers": [copy.deepcopy(container)]}},
+        },
+    }
 
 
 def widget(name: str, **spec: Any) -> dict[str, Any]:

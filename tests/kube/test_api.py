@@ -12,7 +12,8 @@ from kubernetes import client
 
 from kube_test_server.app import Request
 from kube_test_server.server import KubeTestServer
-from tests.kube.conftest import WIDGETS_CRD, status_of, widget
+from tests.conftest import wait_until
+from tests.kube.conftest import WIDGETS_CRD, deployment, status_of, widget
 
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
@@ -23,29 +24,7 @@ def cm(name: str, **labels: str) -> dict[str, Any]:
     return {"metadata": {"name": name, "labels": labels}, "data": {"k": "v"}}
 
 
-def deployment(name: str = "web", replicas: int = 1) -> dict[str, Any]:
-    labels = {"app": name}
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "containers": [
-                        {
-                            "name": "app",
-                            "image": "app:1",
-                            "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}],
-                        }
-                    ]
-                },
-            },
-        },
-    }
+APP = {"name": "app", "image": "app:1", "env": [{"name": "A", "value": "1"}, {"name": "B", "value": "2"}]}
 
 
 def failure(call: Any, *args: Any, **kwargs: Any) -> tuple[int, dict[str, Any]]:
@@ -205,7 +184,7 @@ def test_generation_moves_on_spec_changes_only(api: client.ApiClient, widgets: d
     custom.patch_namespaced_custom_object(*args, {"spec": {"replicas": 2}}, _content_type=MERGE)
     assert generation() == 2
     apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment("default", deployment())
+    apps.create_namespaced_deployment("default", deployment(APP))
     apps.patch_namespaced_deployment(
         "web", "default", {"metadata": {"labels": {"x": "y"}}}, _content_type=MERGE
     )
@@ -287,7 +266,7 @@ def test_strategic_merge_patch_merges_containers_and_env_by_name(
     api: client.ApiClient, widgets: dict[str, Any]
 ) -> None:
     apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment("default", deployment())
+    apps.create_namespaced_deployment("default", deployment(APP))
     patch = {
         "spec": {
             "template": {"spec": {"containers": [{"name": "app", "env": [{"name": "B", "value": "3"}]}]}}
@@ -352,7 +331,7 @@ def test_scale_subresource_of_a_deployment_and_a_custom_resource(
     api: client.ApiClient, widgets: dict[str, Any]
 ) -> None:
     apps = client.AppsV1Api(api)
-    apps.create_namespaced_deployment("default", deployment(replicas=2))
+    apps.create_namespaced_deployment("default", deployment(APP, replicas=2))
     scale = apps.read_namespaced_deployment_scale("web", "default")
     assert scale.spec.replicas == 2
     assert scale.status.selector == "app=web"
@@ -519,9 +498,7 @@ def test_a_test_can_drop_watch_streams(kube: KubeTestServer, kube_http: httpx.Cl
 
     thread = threading.Thread(target=watch)
     thread.start()
-    deadline = time.monotonic() + 5
-    while kube.call(lambda _: len(kube.state.watch_drops)) == 0 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: kube.call(lambda _: len(kube.state.watch_drops)) > 0, timeout=5)
     assert kube.drop_watches() == 1
     thread.join(timeout=5)
     assert outcome

@@ -8,9 +8,9 @@ node has a GPU; the kubelet follows real local processes (IP, readiness, restart
 from __future__ import annotations
 
 import contextlib
+import copy
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -49,7 +49,8 @@ from kube_test_server.kubelet import (
 )
 from kube_test_server.server import Controller, KubeTestServer
 from kube_test_server.store import Obj, Store
-from tests.conftest import wait_until
+from tests.conftest import condition, free_port, wait_until
+from tests.kube.conftest import deployment
 
 NS = "default"
 
@@ -85,6 +86,15 @@ class Cluster:
     def deployment(self, name: str) -> Obj:
         return self.to_dict(self.apps.read_namespaced_deployment(name, NS))
 
+    def create_deployment(self, manifest: Obj) -> Obj:
+        """Create it and wait until all its replicas are ready; the object as created."""
+        created = self.to_dict(self.apps.create_namespaced_deployment(NS, manifest))
+        name, replicas = manifest["metadata"]["name"], manifest["spec"]["replicas"]
+        wait_until(
+            lambda: self.deployment(name).get("status", {}).get("readyReplicas") == replicas, timeout=10
+        )
+        return created
+
     def slices(self, service: str) -> list[Obj]:
         listed = self.discovery.list_namespaced_endpoint_slice(
             NS, label_selector=f"{SERVICE_NAME_LABEL}={service}"
@@ -114,29 +124,7 @@ def all_controllers(runtime: Any = None) -> list[Controller]:
     return [DeploymentController(), EndpointSliceController(), Scheduler(), Kubelet(runtime)]
 
 
-def deployment(name: str = "web", replicas: int = 3) -> Obj:
-    container = {
-        "name": "app",
-        "image": "registry.local/app:1",
-        "ports": [{"name": "http", "containerPort": 8080}],
-    }
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {"name": name},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container]},
-            },
-        },
-    }
-
-
-def condition_of(obj: Obj, kind: str) -> Obj:
-    return next((c for c in (obj.get("status") or {}).get("conditions") or [] if c["type"] == kind), {})
+APP = {"name": "app", "image": "registry.local/app:1", "ports": [{"name": "http", "containerPort": 8080}]}
 
 
 # --- a runtime the test steers: readiness, IPs and exits by pod name ------------------------------------
@@ -192,9 +180,7 @@ class FakeRuntime:
 
 def test_deployment_creates_a_replicaset_and_ready_pods(cluster_factory: Callable[..., Cluster]) -> None:
     c = cluster_factory(*all_controllers())
-    created = c.to_dict(c.apps.create_namespaced_deployment(NS, deployment(replicas=3)))
-
-    wait_until(lambda: c.deployment("web").get("status", {}).get("readyReplicas") == 3, timeout=10)
+    created = c.create_deployment(deployment(APP, replicas=3))
 
     d = c.deployment("web")
     (rs,) = c.replicasets()
@@ -227,7 +213,7 @@ def test_deployment_creates_a_replicaset_and_ready_pods(cluster_factory: Callabl
         assert pod["spec"]["nodeName"] == "node-1"
         assert pod["status"]["phase"] == "Running"
         assert pod["status"]["podIP"].startswith("10.244.")
-        assert condition_of(pod, "Ready")["status"] == "True"
+        assert condition(pod, "Ready")["status"] == "True"
     assert len({p["status"]["podIP"] for p in pods}) == 3
 
     status = d["status"]
@@ -239,10 +225,10 @@ def test_deployment_creates_a_replicaset_and_ready_pods(cluster_factory: Callabl
         "readyReplicas": 3,
         "availableReplicas": 3,
     }
-    assert condition_of(d, "Available")["reason"] == "MinimumReplicasAvailable"
-    assert condition_of(d, "Progressing")["reason"] == "NewReplicaSetAvailable"
+    assert condition(d, "Available")["reason"] == "MinimumReplicasAvailable"
+    assert condition(d, "Progressing")["reason"] == "NewReplicaSetAvailable"
     assert (
-        condition_of(d, "Progressing")["message"]
+        condition(d, "Progressing")["message"]
         == f'ReplicaSet "{rs["metadata"]["name"]}" has successfully progressed.'
     )
 
@@ -256,8 +242,7 @@ def test_scale_down_deletes_the_pods_with_the_lowest_deletion_cost(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
     c = cluster_factory(*all_controllers())
-    c.apps.create_namespaced_deployment(NS, deployment(replicas=3))
-    wait_until(lambda: c.deployment("web").get("status", {}).get("readyReplicas") == 3, timeout=10)
+    c.create_deployment(deployment(APP, replicas=3))
     names = [p["metadata"]["name"] for p in c.pods("app=web")]
     # The first by name is also the one a tie would delete first: only its cost can keep it.
     costs = {names[0]: "100", names[1]: "-5", names[2]: "3"}
@@ -278,8 +263,7 @@ def test_scale_down_prefers_not_ready_pods_over_a_higher_deletion_cost(
 ) -> None:
     runtime = FakeRuntime()
     c = cluster_factory(*all_controllers(runtime))
-    c.apps.create_namespaced_deployment(NS, deployment(replicas=3))
-    wait_until(lambda: c.deployment("web").get("status", {}).get("readyReplicas") == 3, timeout=10)
+    c.create_deployment(deployment(APP, replicas=3))
     names = [p["metadata"]["name"] for p in c.pods("app=web")]
     unready = names[1]
     c.core.patch_namespaced_pod(unready, NS, {"metadata": {"annotations": {DELETION_COST: "1000"}}})
@@ -301,8 +285,7 @@ def test_a_template_change_rolls_to_a_new_replicaset_within_max_unavailable(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
     c = cluster_factory(*all_controllers())
-    c.apps.create_namespaced_deployment(NS, deployment(replicas=2))
-    wait_until(lambda: c.deployment("web").get("status", {}).get("readyReplicas") == 2, timeout=10)
+    c.create_deployment(deployment(APP, replicas=2))
     (old,) = c.replicasets()
     counts: list[tuple[int, int]] = []
 
@@ -349,7 +332,7 @@ def test_a_template_change_rolls_to_a_new_replicaset_within_max_unavailable(
     assert {p["spec"]["containers"][0]["image"] for p in c.pods("app=web")} == {"registry.local/app:2"}
     d = c.deployment("web")
     assert (
-        condition_of(d, "Progressing")["message"]
+        condition(d, "Progressing")["message"]
         == f'ReplicaSet "{new["metadata"]["name"]}" has successfully progressed.'
     )
     assert counts
@@ -361,10 +344,9 @@ def test_recreate_starts_the_new_pods_once_every_old_one_is_gone(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
     c = cluster_factory(*all_controllers())
-    manifest = deployment(replicas=2)
+    manifest = deployment(APP, replicas=2)
     manifest["spec"]["strategy"] = {"type": "Recreate"}
-    c.apps.create_namespaced_deployment(NS, manifest)
-    wait_until(lambda: c.deployment("web").get("status", {}).get("readyReplicas") == 2, timeout=10)
+    c.create_deployment(manifest)
     images: list[set[str]] = []
 
     def running_images(store: Store) -> set[str]:
@@ -445,8 +427,7 @@ def test_deleting_a_deployment_cascades_to_its_replicaset_and_pods(
     cluster_factory: Callable[..., Cluster],
 ) -> None:
     c = cluster_factory(*all_controllers())
-    c.apps.create_namespaced_deployment(NS, deployment(replicas=2))
-    wait_until(lambda: c.deployment("web").get("status", {}).get("readyReplicas") == 2, timeout=10)
+    c.create_deployment(deployment(APP, replicas=2))
     assert len(c.replicasets()) == 1
 
     c.apps.delete_namespaced_deployment("web", NS)
@@ -465,15 +446,7 @@ def plain_pod(name: str, **labels: str) -> Obj:
         "apiVersion": "v1",
         "kind": "Pod",
         "metadata": {"name": name, "labels": {"app": "web", **labels}},
-        "spec": {
-            "containers": [
-                {
-                    "name": "app",
-                    "image": "registry.local/app:1",
-                    "ports": [{"name": "http", "containerPort": 8080}],
-                }
-            ]
-        },
+        "spec": {"containers": [copy.deepcopy(APP)]},
     }
 
 
@@ -541,7 +514,7 @@ def test_endpointslice_lists_ready_not_ready_and_terminating_pods(
     # The loopback pod runs and is ready, but a real API server refuses its address in a slice.
     local = c.to_dict(c.core.read_namespaced_pod("local", NS))
     assert local["status"]["podIP"] == "127.0.0.2"
-    assert condition_of(local, "Ready")["status"] == "True"
+    assert condition(local, "Ready")["status"] == "True"
 
     c.core.delete_namespaced_pod("leaving", NS, grace_period_seconds=30)
     wait_until(
@@ -607,7 +580,7 @@ def test_a_gpu_pod_waits_unschedulable_until_the_node_has_a_gpu(
     c.core.create_namespaced_pod(NS, gpu_pod("gpu-1"))
 
     def scheduled(name: str) -> Obj:
-        return condition_of(c.to_dict(c.core.read_namespaced_pod(name, NS)), "PodScheduled")
+        return condition(c.to_dict(c.core.read_namespaced_pod(name, NS)), "PodScheduled")
 
     wait_until(lambda: scheduled("gpu-1").get("reason") == "Unschedulable", timeout=10)
     cond = scheduled("gpu-1")
@@ -660,13 +633,6 @@ def test_a_malformed_quantity_is_refused() -> None:
 
 
 # --- Kubelet with real processes ----------------------------------------------------------------------
-
-
-def free_port(host: str) -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -772,7 +738,7 @@ def test_a_process_plays_the_pod_ip_readiness_restart_and_sigterm(
     def pod() -> Obj:
         return c.to_dict(c.core.read_namespaced_pod("served", NS))
 
-    wait_until(lambda: condition_of(pod(), "Ready").get("status") == "True", timeout=10)
+    wait_until(lambda: condition(pod(), "Ready").get("status") == "True", timeout=10)
     first = http_runtime.started[0]
     p = pod()
     assert p["status"]["podIP"] == first.ip == "127.0.0.2"
@@ -785,7 +751,7 @@ def test_a_process_plays_the_pod_ip_readiness_restart_and_sigterm(
     wait_until(
         lambda: (
             pod()["status"]["containerStatuses"][0]["restartCount"] == 1
-            and condition_of(pod(), "Ready").get("status") == "True"
+            and condition(pod(), "Ready").get("status") == "True"
         ),
         timeout=10,
     )
