@@ -10,9 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.app.conftest import StartPod
-
-GPUSCALE = os.path.join(os.path.dirname(sys.executable), "gpuscale")
+from tests.app.conftest import GPUSCALE, StartPod
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -11,57 +11,18 @@ import subprocess
 import sys
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from gpuscale.podproc import GatewayProcess
 from gpuscale.promtext import scrape
 
-from tests.app.conftest import StartPod
-from tests.conftest import wait_until
-
-INFER = "/v2/models/sleep/infer"
-GPUSCALE = os.path.join(os.path.dirname(sys.executable), "gpuscale")
-
-StartGateway = Callable[..., GatewayProcess]
-
-
-def sleep_body(seconds: float, **extra: Any) -> dict[str, Any]:
-    return {"parameters": {"seconds": seconds}, **extra}
-
-
-@pytest.fixture
-def start_gateway() -> Iterator[StartGateway]:
-    """Start `python -m gpuscale_gateway` processes; each is killed at teardown."""
-    gateways: list[GatewayProcess] = []
-
-    def start(*args: str) -> GatewayProcess:
-        gateway = GatewayProcess(["--log-level", "info", *args])
-        gateways.append(gateway)
-        gateway.wait_ready()
-        return gateway
-
-    yield start
-    for gateway in gateways:
-        gateway.kill()
-
-
-def replicas(gateway: GatewayProcess) -> dict[str, dict[str, Any]]:
-    assert gateway.admin_url is not None
-    listing = httpx.get(gateway.admin_url + "/replicas", timeout=5).json()
-    return {r["name"]: r for r in listing["replicas"]}
+from tests.app.conftest import GPUSCALE, INFER, StartGateway, StartPod, replicas, sleep_body, staggered
+from tests.conftest import free_port, wait_until
 
 
 def queue_depth(gateway: GatewayProcess) -> float:
     return scrape(gateway.admin_url or "")["gpuscale_queue_depth"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def in_background(fn: Callable[[], httpx.Response]) -> Callable[[], httpx.Response]:
@@ -85,16 +46,6 @@ def in_background(fn: Callable[[], httpx.Response]) -> Callable[[], httpx.Respon
         return answer
 
     return join
-
-
-async def staggered(url: str, bodies: list[dict[str, Any]], gap: float) -> list[httpx.Response]:
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-
-        async def send(i: int, body: dict[str, Any]) -> httpx.Response:
-            await asyncio.sleep(i * gap)
-            return await client.post(INFER, json=body)
-
-        return await asyncio.gather(*(send(i, b) for i, b in enumerate(bodies)))
 
 
 def test_two_one_slot_pods_serve_two_at_a_time_in_arrival_order(
@@ -124,7 +75,7 @@ def test_a_refused_replica_is_marked_down_and_comes_back_when_a_pod_listens(
     start_pod: StartPod, start_gateway: StartGateway
 ) -> None:
     live = start_pod()
-    port = free_port()
+    port = free_port("127.0.0.1")
     gateway = start_gateway("--replicas", f"dead=http://127.0.0.1:{port},live={live.url}")
     answer = httpx.post(gateway.url + INFER, json=sleep_body(0), timeout=10)
     assert answer.status_code == 200

@@ -8,19 +8,18 @@ import os
 import signal
 import socket
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import httpx
 from gpuscale.loadgen import LoadSpec, generate
 from gpuscale.podproc import PodProcess
-from gpuscale.promtext import parse_samples
+from gpuscale.promtext import parse_samples, scrape
 
-from tests.app.conftest import StartPod
+from tests.app.conftest import GPUSCALE, StartPod
+from tests.conftest import wait_until
 
 BODY = b'{"parameters": {"seconds": 0.05}}'
-LOAD = [os.path.join(os.path.dirname(sys.executable), "gpuscale"), "load"]
+LOAD = [GPUSCALE, "load"]
 
 
 def small_pod(start_pod: StartPod) -> PodProcess:
@@ -132,12 +131,7 @@ def test_ctrl_c_stops_the_run_and_prints_the_summary(start_pod: StartPod) -> Non
     )
     try:
         # Requests reaching the pod mean the run (and its Ctrl-C handler) has started.
-        deadline = time.monotonic() + 30
-        while (
-            parse_samples(httpx.get(f"{pod.url}/metrics").text)['gpuscale_requests_total{outcome="ok"}'] < 2
-        ):
-            assert time.monotonic() < deadline, "the load generator never reached the pod"
-            time.sleep(0.05)
+        wait_until(lambda: scrape(pod.url)['gpuscale_requests_total{outcome="ok"}'] >= 2, 30, interval=0.05)
         proc.send_signal(signal.SIGINT)
         stdout, stderr = proc.communicate(timeout=30)
     finally:

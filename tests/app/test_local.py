@@ -6,7 +6,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -18,8 +17,7 @@ from gpuscale.control.loop import TickReport
 from gpuscale.control.service import LocalService
 from gpuscale.spec import GpuInferenceService, parse_service
 
-GPUSCALE = os.path.join(os.path.dirname(sys.executable), "gpuscale")
-INFER = "/v2/models/sleep/infer"
+from tests.app.conftest import GPUSCALE, INFER
 
 
 def service(sleep: float = 0.5, **autoscaling: Any) -> GpuInferenceService:

@@ -8,7 +8,6 @@ import itertools
 import signal
 import socket
 import time
-from typing import Any
 
 import httpx
 import pytest
@@ -16,30 +15,13 @@ from gpuscale.promtext import parse_samples, scrape
 
 from inference_app.exit_codes import EXIT_DRAIN_INCOMPLETE
 from inference_app.models.matmul import reference_checksum
-from tests.app.conftest import StartPod
+from tests.app.conftest import INFER, StartPod, sleep_body, staggered
 from tests.conftest import wait_until
-
-INFER = "/v2/models/sleep/infer"
-
-
-def sleep_body(seconds: float) -> dict[str, Any]:
-    return {"parameters": {"seconds": seconds}}
-
-
-async def staggered(url: str, seconds: list[float], gap: float = 0.03) -> list[httpx.Response]:
-    """Send requests `gap` apart (so their arrival order is known) and gather the answers."""
-    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-
-        async def send(i: int, s: float) -> httpx.Response:
-            await asyncio.sleep(i * gap)
-            return await client.post(INFER, json=sleep_body(s))
-
-        return await asyncio.gather(*(send(i, s) for i, s in enumerate(seconds)))
 
 
 def test_one_slot_serializes_requests_in_arrival_order(start_pod: StartPod) -> None:
     url = start_pod().url
-    answers = asyncio.run(staggered(url, [0.3] * 5))
+    answers = asyncio.run(staggered(url, [sleep_body(0.3)] * 5))
     assert [a.status_code for a in answers] == [200] * 5
     params = [a.json()["parameters"] for a in answers]
     starts = [p["started_at"] for p in params]
@@ -55,7 +37,7 @@ def test_one_slot_serializes_requests_in_arrival_order(start_pod: StartPod) -> N
 
 def test_two_slots_run_two_at_once(start_pod: StartPod) -> None:
     url = start_pod("--slots", "2").url
-    answers = asyncio.run(staggered(url, [0.4] * 4, gap=0.01))
+    answers = asyncio.run(staggered(url, [sleep_body(0.4)] * 4, gap=0.01))
     waits = sorted(a.json()["parameters"]["queue_seconds"] for a in answers)
     assert waits[1] < 0.1  # the first two ran at once
     assert waits[2] > 0.25  # the next two waited for a free slot
@@ -63,7 +45,7 @@ def test_two_slots_run_two_at_once(start_pod: StartPod) -> None:
 
 def test_queue_bound_answers_429_with_retry_after(start_pod: StartPod) -> None:
     url = start_pod("--max-queue", "2", "--sleep-seconds", "0.5").url
-    answers = asyncio.run(staggered(url, [0.5] * 6, gap=0.02))
+    answers = asyncio.run(staggered(url, [sleep_body(0.5)] * 6, gap=0.02))
     statuses = [a.status_code for a in answers]
     assert statuses == [200, 200, 200, 429, 429, 429]
     for refused in answers[3:]:
