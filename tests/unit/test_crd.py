@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parents[2]
 CRD_FILE = ROOT / "crds" / f"{CRD_NAME}.yaml"
 EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 SCHEMA: dict[str, Any] = build_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+PRINTER_COLUMNS = ["Ready", "Replicas", "Desired", "Queued", "Running", "Age"]  # `kubectl get`'s, after Name
 
 
 def manifest(spec: Any, name: str = "sdxl") -> dict[str, Any]:
@@ -82,14 +83,7 @@ def test_crd_names_and_subresources() -> None:
             "labelSelectorPath": ".status.selector",
         },
     }
-    assert [c["name"] for c in version["additionalPrinterColumns"]] == [
-        "Ready",
-        "Replicas",
-        "Desired",
-        "Queued",
-        "Running",
-        "Age",
-    ]
+    assert [c["name"] for c in version["additionalPrinterColumns"]] == PRINTER_COLUMNS
 
 
 def test_crd_is_a_valid_apiextensions_object() -> None:
@@ -166,14 +160,7 @@ def test_the_api_server_serves_it() -> None:
         scale = _get(kube, f"{where}/sleep/scale")
         assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 1)
         table = _get(kube, where, accept="application/json;as=Table;v=v1;g=meta.k8s.io")
-        assert [c["name"] for c in table["columnDefinitions"]][1:] == [
-            "Ready",
-            "Replicas",
-            "Desired",
-            "Queued",
-            "Running",
-            "Age",
-        ]
+        assert [c["name"] for c in table["columnDefinitions"]][1:] == PRINTER_COLUMNS
 
         # The root rule on metadata.name, end to end: the server itself would take 53 characters.
         with pytest.raises(ApiError) as refused:
