@@ -22,7 +22,16 @@ import yaml
 from pydantic import BaseModel, TypeAdapter
 from pydantic.fields import FieldInfo
 
-from gpuscale.spec import API_GROUP, KIND, NAME_PATTERN, AutoscalingSpec, Metadata, ServiceSpec
+from gpuscale.spec import (
+    API_GROUP,
+    KIND,
+    NAME_PATTERN,
+    PLURAL,
+    VERSION,
+    AutoscalingSpec,
+    Metadata,
+    ServiceSpec,
+)
 
 __all__ = [
     "CRD_NAME",
@@ -37,8 +46,6 @@ __all__ = [
     "model_schema",
 ]
 
-VERSION = "v1alpha1"
-PLURAL = "gpuinferenceservices"
 SINGULAR = "gpuinferenceservice"
 SHORT_NAME = "gis"
 CRD_NAME = f"{PLURAL}.{API_GROUP}"

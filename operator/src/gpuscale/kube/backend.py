@@ -22,6 +22,14 @@ def pod_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
+def serving_ip(pod: dict[str, Any]) -> str | None:
+    """The pod's IP while it may be sent requests: it has one, it is ready, and it is not being deleted."""
+    ip = (pod.get("status") or {}).get("podIP")
+    if ip and pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+        return str(ip)
+    return None
+
+
 @dataclass
 class KubeBackend:
     """One service's model pods, as the loop sees them; ``refresh`` reads the API before each tick."""

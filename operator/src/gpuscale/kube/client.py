@@ -58,12 +58,10 @@ def path(api_version: str, plural: str, namespace: str | None = None, name: str 
     return "/".join(parts)
 
 
-# The kinds the operator writes, by (apiVersion, kind): their plural names.
+# The kinds the operator builds (objects.build_owned), by (apiVersion, kind): their plural names.
 PLURALS: Mapping[tuple[str, str], str] = {
     ("v1", "Service"): "services",
     ("v1", "ServiceAccount"): "serviceaccounts",
-    ("v1", "Pod"): "pods",
-    ("v1", "Event"): "events",
     ("apps/v1", "Deployment"): "deployments",
     ("rbac.authorization.k8s.io/v1", "Role"): "roles",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",

@@ -72,8 +72,8 @@ def _without(value: Any, paths: list[str]) -> Any:
     out = dict(value)
     for p in paths:
         head, _, rest = p.partition(".")
-        if head in out:
-            out[head] = _without(out[head], [rest]) if rest else None
-            if not rest:
-                del out[head]
+        if head in out and rest:
+            out[head] = _without(out[head], [rest])
+        elif head in out:
+            del out[head]
     return out

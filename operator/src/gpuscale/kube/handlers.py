@@ -24,7 +24,7 @@ from gpuscale.control.gateway_admin import GatewayAdmin
 from gpuscale.control.loop import ControlLoop, TickReport
 from gpuscale.control.policy import PolicyState
 from gpuscale.kube import conditions, metrics
-from gpuscale.kube.backend import KubeBackend, pod_ready
+from gpuscale.kube.backend import KubeBackend, serving_ip
 from gpuscale.kube.client import Credentials, KubeClient, KubeError, object_path, path
 from gpuscale.kube.drift import drift_patch
 from gpuscale.kube.health import readiness, unschedulable
@@ -32,15 +32,16 @@ from gpuscale.kube.objects import (
     DEFAULT_GATEWAY_IMAGE,
     GATEWAY_ADMIN_PORT,
     TemplateError,
+    build_gateway_deployment,
+    build_gateway_rbac,
     build_owned,
-    gateway_name,
     label_selector,
     model_name,
     owner_reference,
 )
 from gpuscale.kube.podload import PodLoad
 
-GROUP, VERSION, PLURAL = specs.API_GROUP, "v1alpha1", "gpuinferenceservices"
+GROUP, VERSION, PLURAL = specs.API_GROUP, specs.VERSION, specs.PLURAL
 log = logging.getLogger("gpuscale.operator")
 
 
@@ -181,16 +182,12 @@ async def reconcile(
 
 
 async def remove_gateway(client: KubeClient, service: specs.GpuInferenceService) -> None:
-    """Turning the gateway off leaves its objects behind (their owner lives on): remove them."""
-    ns, name = service.metadata.namespace, gateway_name(service)
-    for api_version, plural in (
-        ("apps/v1", "deployments"),
-        ("rbac.authorization.k8s.io/v1", "rolebindings"),
-        ("rbac.authorization.k8s.io/v1", "roles"),
-        ("v1", "serviceaccounts"),
-    ):
+    """Turning the gateway off leaves its objects behind (their owner lives on): remove them, the
+    Deployment first (the gateway's Service is `<name>`, which the direct Service takes over)."""
+    gateway = [*build_gateway_rbac(service, {}), build_gateway_deployment(service, {})]
+    for obj in reversed(gateway):
         with contextlib.suppress(KubeError):
-            await client.delete(path(api_version, plural, ns, name))
+            await client.delete(object_path(obj))
 
 
 # --- the control loop, one per service -------------------------------------------------------------------
@@ -202,13 +199,13 @@ async def gateway_admin_url(client: KubeClient, service: specs.GpuInferenceServi
         path("v1", "pods", service.metadata.namespace), label_selector(service, "gateway")
     )
     for pod in pods:
-        ip = (pod.get("status") or {}).get("podIP")
-        if ip and pod_ready(pod) and not pod["metadata"].get("deletionTimestamp"):
+        if (ip := serving_ip(pod)) is not None:
             return f"http://{ip}:{GATEWAY_ADMIN_PORT}"
     return None
 
 
-def status_from(report: TickReport | None, backend: KubeBackend, state: PolicyState | None) -> dict[str, Any]:
+def status_from(report: TickReport | None, backend: KubeBackend, state: PolicyState) -> dict[str, Any]:
+    """The replica counts; after a tick, also its decision, the load it saw and the policy's ``state``."""
     ready = sum(1 for r in backend.replicas() if r.phase == "ready")
     out: dict[str, Any] = {"replicas": len(backend.pods), "readyReplicas": ready}
     if report is not None:
@@ -217,9 +214,16 @@ def status_from(report: TickReport | None, backend: KubeBackend, state: PolicySt
             out["queueDepth"] = report.observation.queued
         if report.observation.running is not None:
             out["inFlight"] = report.observation.running
-    if state is not None:
         out["autoscalerState"] = state.to_dict()
     return out
+
+
+def scaling_active(report: TickReport, observing: str, unread: str) -> tuple[bool, str, str]:
+    """The ScalingActive condition's status, reason and message after a tick: ``observing`` with the
+    decision's reason, or NoLoadData with ``unread`` (why there was no load to go by)."""
+    if report.observation.queued is None:
+        return False, "NoLoadData", unread
+    return True, observing, report.decision.reason
 
 
 @kopf.daemon(GROUP, VERSION, PLURAL, cancellation_timeout=5.0)
@@ -257,95 +261,76 @@ def _worth_writing(status: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def new_loop(
+    service: specs.GpuInferenceService, client: KubeClient, http: httpx.AsyncClient, saved: Mapping[str, Any]
+) -> tuple[KubeBackend, ControlLoop]:
+    """The service's backend and control loop for one generation of its spec, reading the load from the
+    gateway, or from the pods when there is none; ``saved`` is the policy's state from the CR's status."""
+    backend = KubeBackend(client, service.metadata.namespace, model_name(service), label_selector(service))
+    source = GatewayAdmin("http://unset", http)  # the address is looked up before each tick
+    if not service.spec.gateway.enabled:
+        names = service.spec.metrics
+        source = PodLoad(http, names.queue_depth, names.in_flight, service.spec.slots_per_replica)
+    # Wall-clock time: the policy's windows are saved in status and read back by the next operator.
+    loop = ControlLoop(service.spec.autoscaling, backend, source, clock=time.time)
+    if saved:
+        loop.state = PolicyState.from_dict(dict(saved))  # survives an operator restart: no flap
+    return backend, loop
+
+
 async def _autoscale(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, http: httpx.AsyncClient
 ) -> None:
     """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
     last_status: dict[str, Any] = {}
     admin_url: str | None = None
-    loop: ControlLoop | None = None
+    current: tuple[specs.GpuInferenceService, KubeBackend, ControlLoop] | None = None
     seen_generation = -1
     while not stopped:
         started = time.monotonic()
-        try:
-            service = parse(body)
-        except specs.ManifestError:
-            await stopped.wait(2.0)  # the reconcile handler reports it; wait for a fixed spec
-            continue
-        client = kube(memo)
+        generation = int(body.meta.get("generation") or 0)
+        if current is None or generation != seen_generation:
+            # The spec moves only with the generation: parse (and check) it once per generation.
+            try:
+                service = parse(body)
+            except specs.ManifestError:
+                await stopped.wait(2.0)  # the reconcile handler reports it; wait for a fixed spec
+                continue
+            seen_generation = generation
+            backend, loop = new_loop(service, kube(memo), http, body.status.get("autoscalerState") or {})
+            current = service, backend, loop
+        service, backend, loop = current
+        client = backend.client
         spec = service.spec.autoscaling
-        backend = KubeBackend(
-            client, service.metadata.namespace, model_name(service), label_selector(service)
-        )
-        if loop is None or seen_generation != body.meta.get("generation"):
-            seen_generation = int(body.meta.get("generation") or 0)
-            # Wall-clock time: the policy's windows are saved in status and read back by the next operator.
-            source: GatewayAdmin = GatewayAdmin("http://unset", http)
-            if not service.spec.gateway.enabled:
-                names = service.spec.metrics
-                source = PodLoad(http, names.queue_depth, names.in_flight, service.spec.slots_per_replica)
-            loop = ControlLoop(spec, backend, source, clock=time.time)
-            saved = body.status.get("autoscalerState") or {}
-            if saved:
-                loop.state = PolicyState.from_dict(dict(saved))  # survives an operator restart: no flap
-        loop.backend = backend
         report: TickReport | None = None
         found = list(body.status.get("conditions") or [])
-        generation = int(body.meta.get("generation") or 0)
         now = now_rfc3339()
         try:
             await backend.refresh()
-            if spec.enabled and service.spec.gateway.enabled:
+            if not spec.enabled:
+                active = (False, "Disabled", "autoscaling.enabled is false")
+            elif isinstance(loop.gateway, PodLoad):
+                loop.gateway.pods = {
+                    p["metadata"]["name"]: f"http://{ip}:{service.spec.port}"
+                    for p in backend.pods
+                    if (ip := serving_ip(p)) is not None
+                }
+                report = await loop.tick()
+                active = scaling_active(
+                    report, "ObservingPods", "the pods' load gauges could not be read this tick"
+                )
+            else:
                 # Look the gateway pod up again only when it stopped answering (restarted, moved).
                 admin_url = admin_url or await gateway_admin_url(client, service)
-                if admin_url is not None:
+                if admin_url is None:
+                    active = (False, "NoGateway", "no ready gateway pod to read the queue from")
+                else:
                     loop.gateway.admin_url = admin_url
                     report = await loop.tick()
                     if report.observation.queued is None:
                         admin_url = None
-                    found = conditions.upsert(
-                        found,
-                        "ScalingActive",
-                        report.observation.queued is not None,
-                        "Observing" if report.observation.queued is not None else "NoLoadData",
-                        report.decision.reason
-                        if report.observation.queued is not None
-                        else "the gateway did not answer this tick",
-                        generation,
-                        now,
-                    )
-                else:
-                    found = conditions.upsert(
-                        found,
-                        "ScalingActive",
-                        False,
-                        "NoGateway",
-                        "no ready gateway pod to read the queue from",
-                        generation,
-                        now,
-                    )
-            elif spec.enabled and isinstance(loop.gateway, PodLoad):
-                loop.gateway.pods = {
-                    p["metadata"]["name"]: f"http://{p['status']['podIP']}:{service.spec.port}"
-                    for p in backend.pods
-                    if pod_ready(p) and (p.get("status") or {}).get("podIP")
-                }
-                report = await loop.tick()
-                observed = report.observation.queued is not None
-                found = conditions.upsert(
-                    found,
-                    "ScalingActive",
-                    observed,
-                    "ObservingPods" if observed else "NoLoadData",
-                    report.decision.reason
-                    if observed
-                    else "the pods' load gauges could not be read this tick",
-                    generation,
-                    now,
-                )
-            else:
-                why = "autoscaling.enabled is false"
-                found = conditions.upsert(found, "ScalingActive", False, "Disabled", why, generation, now)
+                    active = scaling_active(report, "Observing", "the gateway did not answer this tick")
+            found = conditions.upsert(found, "ScalingActive", *active, generation, now)
         except (KubeError, httpx.HTTPError, OSError) as exc:
             if isinstance(exc, KubeError) and exc.not_found:
                 logger.debug(f"nothing to scale yet: {exc}")  # the daemon may start before reconcile ends
@@ -354,7 +339,7 @@ async def _autoscale(
                 logger.warning(f"tick failed: {exc}")
             await stopped.wait(spec.tick_seconds)
             continue
-        status = status_from(report, backend, loop.state if report is not None else None)
+        status = status_from(report, backend, loop.state)
         ready = status["readyReplicas"]
         blocked = unschedulable(backend.pods)
         found = conditions.upsert(
@@ -386,7 +371,7 @@ async def _autoscale(
         if comparable != last_status:
             try:
                 await client.patch(
-                    path(f"{GROUP}/{VERSION}", PLURAL, service.metadata.namespace, service.name, "status"),
+                    path(specs.API_VERSION, PLURAL, service.metadata.namespace, service.name, "status"),
                     {"status": status},
                 )
                 last_status = comparable
