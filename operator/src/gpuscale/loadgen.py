@@ -292,8 +292,7 @@ async def generate(
     if spec.body is not None and not any(name.lower() == "content-type" for name in headers):
         headers["Content-Type"] = "application/json"
     # Sized so a request never waits for a connection: the wait would count as service latency.
-    pool = spec.max_outstanding if spec.open_loop else spec.concurrency
-    transport = _checkout_transport(pool)
+    transport = _checkout_transport(spec.max_in_flight)
     async with httpx.AsyncClient(
         transport=transport, timeout=httpx.Timeout(spec.timeout), headers=headers
     ) as client:
@@ -507,7 +506,7 @@ def run(args: argparse.Namespace, prog: str = "gpuscale load") -> int:
     except (_UsageError, ValueError) as exc:
         print(f"{prog}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    _allow_open_files((spec.max_outstanding if spec.open_loop else spec.concurrency) + 64)
+    _allow_open_files(spec.max_in_flight + 64)
     try:
         result = asyncio.run(_run_cli(spec, args, prog))
     except KeyboardInterrupt:

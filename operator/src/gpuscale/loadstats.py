@@ -49,6 +49,11 @@ class LoadSpec:
     def open_loop(self) -> bool:
         return self.rate is not None
 
+    @property
+    def max_in_flight(self) -> int:
+        """The most requests unanswered at once: `max_outstanding` open loop, `concurrency` closed."""
+        return self.max_outstanding if self.open_loop else self.concurrency
+
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["body"] = None if self.body is None else self.body.decode("utf-8", "replace")

@@ -26,6 +26,13 @@ from gpuscale.spec import GpuInferenceService
 # broken model does not become a tight restart loop.
 START_BACKOFF_SECONDS = 1.0
 START_BACKOFF_MAX_SECONDS = 30.0
+# After SIGTERM, a replica and the gateway may take this long past the longest request to drain.
+DRAIN_SLACK_SECONDS = 30.0
+
+
+def drain_seconds(service: GpuInferenceService) -> float:
+    """The `--drain-seconds` of the local replicas and gateway: room to finish the longest request."""
+    return service.spec.max_request_seconds + DRAIN_SLACK_SECONDS
 
 
 def detect_gpus() -> list[str]:
@@ -125,13 +132,12 @@ class LocalBackend:
 
     def _pod_arguments(self) -> list[str]:
         spec = self.service.spec
-        drain = spec.max_request_seconds + 30  # room to finish the longest request after SIGTERM
         arguments = ["--slots", str(spec.slots_per_replica)]
         arguments += [
             "--max-request-seconds",
             f"{spec.max_request_seconds:g}",
             "--drain-seconds",
-            f"{drain:g}",
+            f"{drain_seconds(self.service):g}",
         ]
         if not self.echo:
             arguments += ["--log-level", "warning"]

@@ -1,7 +1,7 @@
 """The control loop: every tick, observe the load, let the policy decide, and act on a backend.
 
-The same loop drives local processes (`gpuscale local`) and, later, a Kubernetes Deployment; a backend
-only has to start replicas, list them, and stop exactly the ones it is told to.
+The same loop drives local processes (`gpuscale local`) and a Kubernetes Deployment (the operator); a
+backend only has to start replicas, list them, and stop exactly the ones it is told to.
 
 Scale-down is safe by construction: victims are chosen among idle replicas only (starting ones first,
 then the longest idle), the gateway is told to stop sending to each one, and only those the gateway

@@ -11,7 +11,7 @@ from types import TracebackType
 import httpx
 
 from gpuscale.control.gateway_admin import GatewayAdmin
-from gpuscale.control.local import LocalBackend, detect_gpus
+from gpuscale.control.local import LocalBackend, detect_gpus, drain_seconds
 from gpuscale.control.loop import ControlLoop, TickReport
 from gpuscale.podproc import GatewayProcess
 from gpuscale.spec import AutoscalingSpec, GpuInferenceService, replicas_for
@@ -88,7 +88,7 @@ class LocalService:
             "--slots",
             str(spec.slots_per_replica),
             "--drain-seconds",
-            f"{spec.max_request_seconds + 30:g}",
+            f"{drain_seconds(self.service):g}",
         ]
         if not self.echo:
             arguments += ["--log-level", "warning"]
