@@ -44,22 +44,21 @@ import yaml
 from aiohttp import web
 from gpuscale.crd import build_crd
 from gpuscale.kube.objects import COMPONENT_LABEL, GATEWAY_ADMIN_PORT, INSTANCE_LABEL
+from gpuscale.spec import API_GROUP, PLURAL, VERSION
 from prometheus_client import REGISTRY
 
 from bench.pod_server import log, pct, sections_cli, table
-from kube_test_server.controllers import DeploymentController, pod_ready
+from kube_test_server.controllers import DeploymentController, condition, pod_ready
 from kube_test_server.kubelet import Kubelet, Scheduler, node, register_node
 from kube_test_server.server import KubeTestServer, cluster
 from kube_test_server.store import Change, Obj, Store, meta
-from tests.operator.conftest import NS, Harness, run_operator, sleep_service
+from tests.operator.conftest import DEPLOYMENTS, INFER, NS, Harness, run_operator, sleep_service
 from tests.pod_runtime import ProcessRuntime
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = ROOT / "docs" / "operator-bench.md"
 RESULTS = ROOT / "bench" / "results" / "operator.json"
 
-INFER = "/v2/models/sleep/infer"
-DEPLOYMENTS = f"/apis/apps/v1/namespaces/{NS}/deployments"
 TICK_METRIC = "gpuscale_operator_tick_seconds"
 WRITES = frozenset({"create", "update", "patch", "delete"})
 
@@ -117,22 +116,10 @@ def cpu_seconds() -> float:
 
 
 @contextlib.contextmanager
-def kubeconfig_env(kube_url: str, path: Path) -> Iterator[None]:
-    """KUBECONFIG for kopf's login, restored afterwards (sections run one after another in a process)."""
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "bench", "cluster": {"server": kube_url}}],
-                "users": [{"name": "bench", "user": {"token": "bench"}}],
-                "contexts": [
-                    {"name": "bench", "context": {"cluster": "bench", "user": "bench", "namespace": NS}}
-                ],
-                "current-context": "bench",
-            }
-        )
-    )
+def kubeconfig_env(kubeconfig: dict[str, Any], path: Path) -> Iterator[None]:
+    """KUBECONFIG (the API test server's ``kubeconfig()``, written to ``path``) for kopf's login, restored
+    afterwards (sections run one after another in a process)."""
+    path.write_text(yaml.safe_dump(kubeconfig))
     before = os.environ.get("KUBECONFIG")
     os.environ["KUBECONFIG"] = str(path)
     try:
@@ -151,7 +138,7 @@ def operator() -> Iterator[None]:
     kept = list(sys.path)
     try:
         # --quiet: at 200 services kopf's per-handler INFO lines pile up in KopfRunner's in-memory capture.
-        with run_operator("--quiet"):
+        with run_operator("-n", NS, "--quiet"):
             yield
     finally:
         sys.path[:] = kept
@@ -240,17 +227,18 @@ async def step_load(url: str, clients: int, done: Callable[[], bool], limit: flo
     return answered, errors
 
 
-def settled(h: Harness, model: str) -> bool:
+def pods_of(h: Harness, name: str, component: str) -> list[Obj]:
+    return h.pods(f"{INSTANCE_LABEL}={name},{COMPONENT_LABEL}={component}")
+
+
+def settled(h: Harness, name: str) -> bool:
     """One replica wanted, ready, and alone (the drained ones gone): a clean start for the next step."""
-    d = h.get(f"{DEPLOYMENTS}/{model}")
-    pods = h.pods(
-        f"app.kubernetes.io/instance={model.removesuffix('-model')},app.kubernetes.io/component=model"
-    )
+    d = h.get(f"{DEPLOYMENTS}/{name}-model")
     return (
         d["spec"]["replicas"] == 1
         and (d.get("status") or {}).get("readyReplicas") == 1
-        and len(pods) == 1
-        and h.service(model.removesuffix("-model")).get("status", {}).get("desiredReplicas") == 1
+        and len(pods_of(h, name, "model")) == 1
+        and h.service(name).get("status", {}).get("desiredReplicas") == 1
     )
 
 
@@ -277,7 +265,7 @@ def decision_latency(repeats: int = REPEATS, clients: int = CLIENTS) -> dict[str
         try:
             with (
                 cluster(runtime=runtime) as kube,
-                kubeconfig_env(kube.url, kubeconfig),
+                kubeconfig_env(kube.kubeconfig(NS), kubeconfig),
                 httpx.Client(base_url=kube.url, timeout=10) as http,
             ):
                 kube.apply(build_crd())
@@ -286,15 +274,13 @@ def decision_latency(repeats: int = REPEATS, clients: int = CLIENTS) -> dict[str
                 with operator():
                     kube.apply(service)
                     first = wait_for(
-                        lambda: h.exists(f"{DEPLOYMENTS}/{model}") and settled(h, model), 60, "start"
+                        lambda: h.exists(f"{DEPLOYMENTS}/{model}") and settled(h, name), 60, "start"
                     )
                     note(f"  service up, one replica ready, in {first:.1f} s")
-                    (gateway_pod,) = h.pods(
-                        f"app.kubernetes.io/instance={name},app.kubernetes.io/component=gateway"
-                    )
+                    (gateway_pod,) = pods_of(h, name, "gateway")
                     gateway = f"http://{gateway_pod['status']['podIP']}:8080"
                     for i in range(repeats):
-                        wait_for(lambda: settled(h, model), 90, "back to one replica")
+                        wait_for(lambda: settled(h, name), 90, "back to one replica")
                         time.sleep(1.0)  # the burst window forgets the drain's last samples
                         kube.clear_evidence()
                         start = time.monotonic()
@@ -490,10 +476,9 @@ def census(store: Store) -> dict[str, int]:
     for pod in store.items(store.type("", "v1", "pods"), NS):
         if pod_ready(pod) and not meta(pod).get("deletionTimestamp"):
             counts[f"{(meta(pod).get('labels') or {}).get(COMPONENT_LABEL)}_ready"] += 1
-    for cr in store.items(store.type("gpuscale.io", "v1alpha1", "gpuinferenceservices"), NS):
-        for c in (cr.get("status") or {}).get("conditions") or []:
-            if c.get("type") == "ScalingActive" and c.get("status") == "True":
-                counts["observing"] += 1
+    for cr in store.items(store.type(API_GROUP, VERSION, PLURAL), NS):
+        if (condition(cr, "ScalingActive") or {}).get("status") == "True":
+            counts["observing"] += 1
     counts["objects"] = len(store.objects)
     return dict(counts)
 
@@ -516,7 +501,7 @@ def cluster_child(conn: Connection, services: list[str]) -> None:
     threading.Thread(target=admin.serve, args=(ready,), name="fake-admin", daemon=True).start()
     ready.wait(30)
     kube.start()
-    conn.send(kube.url)
+    conn.send(kube.kubeconfig(NS))
     while True:
         command, *args = conn.recv()
         if command == "apply":
@@ -638,10 +623,10 @@ def scale(services: int = SERVICES, window: float = WINDOW_SECONDS) -> dict[str,
     process.start()
     child = Child(ours)
     try:
-        url = child.answer("url")
-        assert isinstance(url, str)
+        kubeconfig = child.answer("kubeconfig")
+        assert isinstance(kubeconfig, dict)
         child.ask("apply", [build_crd()])
-        with tempfile.TemporaryDirectory() as tmp, kubeconfig_env(url, Path(tmp) / "kubeconfig.yaml"):
+        with tempfile.TemporaryDirectory() as tmp, kubeconfig_env(kubeconfig, Path(tmp) / "kubeconfig.yaml"):
             baseline = rss_mb()
             measured = False
             shutdown = "clean"
