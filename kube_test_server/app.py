@@ -128,6 +128,7 @@ def _selection(target: Target, query: Any) -> Selection:
         query.get("labelSelector"),
         query.get("fieldSelector"),
         rtype.plural,
+        rtype.selectable if rtype.custom else None,
         group=rtype.group,
         custom=rtype.custom,
         cluster_scoped=not rtype.namespaced,

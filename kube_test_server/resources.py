@@ -52,6 +52,8 @@ class ResourceType:
     printer_columns: tuple[PrinterColumn, ...] = ()
     # The CRD's version also carries apiVersion/kind on list items; built-in lists strip them.
     custom: bool = False
+    # A CRD version's selectableFields (JSON paths such as ``.spec.color``): field selectors may name them.
+    selectable: tuple[str, ...] = ()
 
     @property
     def api_version(self) -> str:
@@ -278,6 +280,7 @@ def custom_types(crd: dict[str, Any]) -> list[ResourceType]:
                     for c in version.get("additionalPrinterColumns") or ()
                 ),
                 custom=True,
+                selectable=tuple(f["jsonPath"] for f in version.get("selectableFields") or ()),
             )
         )
     return types

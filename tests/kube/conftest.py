@@ -41,6 +41,8 @@ WIDGETS_CRD: dict[str, Any] = {
                         "labelSelectorPath": ".status.selector",
                     },
                 },
+                # Field selectors may name spec.color (Kubernetes 1.30+, beta; GA in 1.32).
+                "selectableFields": [{"jsonPath": ".spec.color"}],
                 "additionalPrinterColumns": [
                     {"name": "Color", "type": "string", "jsonPath": ".spec.color"},
                     {"name": "Replicas", "type": "integer", "jsonPath": ".spec.replicas"},
