@@ -510,3 +510,18 @@ def test_a_template_override_of_the_wrong_shape_is_reported(harness: Harness) ->
         assert "spec.template.volumes" in ready["message"]
     stopped_cleanly(runner)
     assert "Traceback" not in runner.output
+
+
+def test_template_keys_the_operator_does_not_read_are_a_warning_event(harness: Harness) -> None:
+    typo = sleep_service("typo")
+    typo["spec"]["template"]["nodeSelecter"] = {"gpu": "a100"}  # nodeSelector, misspelt
+    with run_operator() as runner:
+        harness.kube.apply(typo)
+        wait_until(lambda: "IgnoredTemplateKeys" in {e["reason"] for e in harness.events("typo")}, 10)
+        event = next(e for e in harness.events("typo") if e["reason"] == "IgnoredTemplateKeys")
+        assert event["type"] == "Warning"
+        assert event["message"].startswith("spec.template: nodeSelecter not used; the keys read are ")
+        assert "nodeSelector" in event["message"]
+        # Accepted all the same: the service runs.
+        wait_until(lambda: condition(harness.service("typo"), "Ready").get("status") == "True", 20)
+    stopped_cleanly(runner)

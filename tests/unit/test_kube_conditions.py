@@ -1,8 +1,9 @@
-"""Conditions are upserted by type; the transition time moves only when the status changes."""
+"""Conditions are upserted by type; the transition time moves only when the status changes; what a
+status write is for leaves out what changes every tick."""
 
 from __future__ import annotations
 
-from gpuscale.kube.conditions import get, upsert
+from gpuscale.kube.conditions import get, status_essence, upsert
 
 
 def test_a_new_condition_is_added_last_with_the_time_and_generation() -> None:
@@ -38,3 +39,28 @@ def test_a_changed_status_moves_the_transition_time_and_keeps_the_others() -> No
     ]
     assert start[0]["status"] == "False"  # the input is not changed
     assert get(out, "Missing") is None
+
+
+def test_the_status_essence_leaves_out_samples_transition_times_and_condition_order() -> None:
+    ready = {"type": "Ready", "status": "True", "reason": "Ready", "lastTransitionTime": "T1"}
+    active = {"type": "ScalingActive", "status": "True", "reason": "Observing", "lastTransitionTime": "T1"}
+    state = {"samples": [[1.0, 0.0]], "last_busy": None}
+    first = status_essence({"replicas": 2, "autoscalerState": state, "conditions": [ready, active]})
+    later = status_essence(
+        {
+            "replicas": 2,
+            "autoscalerState": state | {"samples": [[1.0, 0.0], [2.0, 0.0]]},
+            "conditions": [active | {"lastTransitionTime": "T2"}, ready],
+        }
+    )
+    assert first == later
+    moved = status_essence({"replicas": 3, "autoscalerState": state, "conditions": [ready, active]})
+    assert moved != first
+    busy = status_essence(
+        {"replicas": 2, "autoscalerState": state | {"last_busy": 5.0}, "conditions": [ready, active]}
+    )
+    assert busy != first
+    not_ready = status_essence(
+        {"replicas": 2, "autoscalerState": state, "conditions": [ready | {"status": "False"}, active]}
+    )
+    assert not_ready != first

@@ -26,11 +26,13 @@ from gpuscale.control.policy import PolicyState
 from gpuscale.kube import conditions, metrics
 from gpuscale.kube.backend import KubeBackend, serving_ip
 from gpuscale.kube.client import Credentials, KubeClient, KubeError, object_path, path
+from gpuscale.kube.conditions import Condition
 from gpuscale.kube.drift import drift_patch
 from gpuscale.kube.health import readiness, unschedulable
 from gpuscale.kube.objects import (
     DEFAULT_GATEWAY_IMAGE,
     GATEWAY_ADMIN_PORT,
+    TEMPLATE_KEYS,
     TemplateError,
     build_gateway_deployment,
     build_gateway_rbac,
@@ -38,6 +40,7 @@ from gpuscale.kube.objects import (
     label_selector,
     model_name,
     owner_reference,
+    unknown_template_keys,
 )
 from gpuscale.kube.podload import PodLoad
 
@@ -151,6 +154,15 @@ async def reconcile(
         kopf.warn(body, reason="InvalidSpec", message=message)
         metrics.RECONCILES.labels("invalid").inc()
         return  # nothing to retry until the spec changes
+    ignored = unknown_template_keys(service)
+    if ignored:
+        # Accepted (the schema keeps template free-form) but unused: a typo there would otherwise go unseen.
+        kopf.warn(
+            body,
+            reason="IgnoredTemplateKeys",
+            message=f"spec.template: {', '.join(ignored)} not used; the keys read are "
+            + ", ".join(sorted(TEMPLATE_KEYS)),
+        )
     client = kube(memo)
     autoscaling = service.spec.autoscaling
     # The loop owns the model Deployment's replicas while autoscaling is on; with it off, spec.replicas
@@ -172,8 +184,11 @@ async def reconcile(
         kopf.info(body, reason="Applied", message=", ".join(f"{k} {v}" for k, v in changed.items()))
     patch.status["observedGeneration"] = generation
     patch.status["selector"] = label_selector(service)
+    # The daemon owns the conditions of a valid spec. Writing them here too would race it: kopf can run
+    # this handler late, on a snapshot older than the daemon's last write, and a merge patch replaces
+    # the whole list. Only the way out of InvalidSpec (which the daemon, idle then, never wrote) is ours.
     ready = conditions.get(found, "Ready")
-    if ready is None or ready.get("reason") == "InvalidSpec":
+    if ready is not None and ready.get("reason") == "InvalidSpec":
         patch.status["conditions"] = conditions.upsert(
             found, "Ready", False, "Starting", "waiting for the first replica", generation, now_rfc3339()
         )
@@ -246,21 +261,6 @@ async def autoscale(
 _PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
-def _worth_writing(status: dict[str, Any]) -> dict[str, Any]:
-    """What a status write is for: everything but the policy's samples and the transition times. Samples
-    change every tick; they ride along with the next write for anything else. A restarted operator
-    that finds them old does no harm: missing samples never scale down, and the times that guard
-    against a flap (last scale-up, below since, last busy) are written whenever they move."""
-    out = {k: v for k, v in status.items() if k not in ("conditions", "autoscalerState")}
-    state = status.get("autoscalerState")
-    if state is not None:
-        out["autoscalerState"] = {k: v for k, v in state.items() if k != "samples"}
-    out["conditions"] = [
-        {k: v for k, v in c.items() if k != "lastTransitionTime"} for c in status["conditions"]
-    ]
-    return out
-
-
 def new_loop(
     service: specs.GpuInferenceService, client: KubeClient, http: httpx.AsyncClient, saved: Mapping[str, Any]
 ) -> tuple[KubeBackend, ControlLoop]:
@@ -283,6 +283,9 @@ async def _autoscale(
 ) -> None:
     """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
     last_status: dict[str, Any] = {}
+    # The conditions as last written. kopf's body can lag behind our own write by a few events under
+    # load; upserting into that older list would move lastTransitionTime and rewrite the same status.
+    written: list[Condition] | None = None
     admin_url: str | None = None
     current: tuple[specs.GpuInferenceService, KubeBackend, ControlLoop] | None = None
     seen_generation = -1
@@ -297,13 +300,14 @@ async def _autoscale(
                 await stopped.wait(2.0)  # the reconcile handler reports it; wait for a fixed spec
                 continue
             seen_generation = generation
+            written, last_status = None, {}  # a new generation: take the conditions reconcile left
             backend, loop = new_loop(service, kube(memo), http, body.status.get("autoscalerState") or {})
             current = service, backend, loop
         service, backend, loop = current
         client = backend.client
         spec = service.spec.autoscaling
         report: TickReport | None = None
-        found = list(body.status.get("conditions") or [])
+        found = written if written is not None else list(body.status.get("conditions") or [])
         now = now_rfc3339()
         try:
             await backend.refresh()
@@ -367,14 +371,14 @@ async def _autoscale(
             kopf.info(
                 body, reason=kind, message=f"{report.decision.desired} replicas: {report.decision.reason}"
             )
-        comparable = _worth_writing(status)
+        comparable = conditions.status_essence(status)
         if comparable != last_status:
             try:
                 await client.patch(
                     path(specs.API_VERSION, PLURAL, service.metadata.namespace, service.name, "status"),
                     {"status": status},
                 )
-                last_status = comparable
+                last_status, written = comparable, found
             except KubeError as exc:
                 logger.warning(f"status not written: {exc}")
         metrics.TICK_SECONDS.observe(time.monotonic() - started)

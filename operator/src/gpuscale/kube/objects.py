@@ -14,7 +14,7 @@ What runs:
   `spec.gateway.enabled` is false.
 
 `spec.template` overrides for the model pods (other keys are ignored; `unknown_template_keys` lists
-them so the operator can say so):
+them for the operator's IgnoredTemplateKeys Warning Event):
 - `env`: appended to the variables the spec sets (`SPEC_ENV` names are the spec's and are dropped);
 - pod: `nodeSelector`, `tolerations`, `affinity`, `topologySpreadConstraints`, `priorityClassName`,
   `runtimeClassName`, `schedulerName`, `imagePullSecrets`, `serviceAccountName`,
