@@ -16,7 +16,7 @@ from collections.abc import Sequence
 import httpx
 
 from gpuscale.control.gateway_admin import GatewayAdmin, GatewayUnavailable, GatewayView, ReplicaView
-from gpuscale.promtext import parse_samples
+from gpuscale.promtext import metric_value, parse_samples
 
 
 class PodLoad(GatewayAdmin):
@@ -36,9 +36,11 @@ class PodLoad(GatewayAdmin):
             samples = parse_samples(response.text)
         except (httpx.HTTPError, ValueError) as exc:
             raise GatewayUnavailable(f"pod {name} /metrics: {exc!r}") from exc
-        if self.queue_metric not in samples or self.inflight_metric not in samples:
+        queued = metric_value(samples, self.queue_metric)
+        running = metric_value(samples, self.inflight_metric)
+        if queued is None or running is None:
             raise GatewayUnavailable(f"pod {name} exposes no {self.queue_metric} or {self.inflight_metric}")
-        return samples[self.queue_metric], samples[self.inflight_metric]
+        return queued, running
 
     def _replica(self, name: str, queued: float, running: float, now: float) -> ReplicaView:
         outstanding = round(queued + running)
