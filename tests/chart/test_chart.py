@@ -354,6 +354,7 @@ def test_the_service_monitor_scrapes_the_metrics_service() -> None:
     assert monitor["spec"]["selector"]["matchLabels"].items() <= service["metadata"]["labels"].items()
     (endpoint,) = monitor["spec"]["endpoints"]
     assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+    assert endpoint["honorLabels"] is True  # the per-service gauges keep the service's namespace
     assert monitor["metadata"]["labels"]["release"] == "prometheus"
     assert not of_kind(render("defaults"), "ServiceMonitor")
 

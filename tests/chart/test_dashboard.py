@@ -22,9 +22,6 @@ from inference_app.slots import Load
 from tests.chart.helm import CHART, one, render
 
 DASHBOARD = CHART / "dashboards" / "gpuscale.json"
-# Not ours: kube-state-metrics' (part of kube-prometheus-stack), for the model Deployment's replicas as the
-# operator set them and as they are ready.
-KUBE_STATE_METRICS = {"kube_deployment_spec_replicas", "kube_deployment_status_replicas_ready"}
 METRIC = re.compile(r"\b((?:gpuscale|kube)_[a-zA-Z0-9_]+)\b")
 SUFFIXES = {
     "counter": ("_total",),
@@ -71,7 +68,7 @@ def queries(board: dict[str, Any]) -> list[str]:
 
 
 def unknown_metrics(exprs: Iterable[str], known: set[str]) -> list[str]:
-    return sorted({name for expr in exprs for name in METRIC.findall(expr)} - known - KUBE_STATE_METRICS)
+    return sorted({name for expr in exprs for name in METRIC.findall(expr)} - known)
 
 
 def test_every_metric_in_the_dashboard_is_one_the_code_exposes() -> None:
@@ -106,8 +103,8 @@ def test_the_dashboard_shows_load_replicas_latency_and_decisions() -> None:
     for needed in (
         "gpuscale_queue_depth",  # queue depth
         "gpuscale_inflight_requests",  # running
-        "kube_deployment_spec_replicas",  # replicas desired
-        "kube_deployment_status_replicas_ready",  # replicas ready
+        "gpuscale_operator_desired_replicas",  # replicas desired
+        "gpuscale_operator_ready_replicas",  # replicas ready
         "gpuscale_gateway_request_duration_seconds_bucket",  # latency, as clients see it
         "gpuscale_request_duration_seconds_bucket",  # latency in the model pods
         "gpuscale_operator_scale_decisions_total",  # scale decisions

@@ -8,6 +8,7 @@ import asyncio
 
 from gpuscale.kube.backend import VICTIM_COST
 from gpuscale.kube.objects import DELETION_COST
+from prometheus_client import REGISTRY
 
 from tests.conftest import condition, wait_until
 from tests.operator.conftest import NS, Harness, load, run_operator, sleep_service, wait_ready
@@ -64,11 +65,18 @@ def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harn
         assert status["desiredReplicas"] == 1
         assert status["autoscalerState"]["samples"] is not None
         assert status["lastScaleTime"]
+        # The same numbers on the operator's /metrics (kopf runs in this process: one registry).
+        labels = {"namespace": NS, "gis": "sleep"}
+        assert REGISTRY.get_sample_value("gpuscale_operator_desired_replicas", labels) == 1
+        wait_until(lambda: REGISTRY.get_sample_value("gpuscale_operator_ready_replicas", labels) == 1, 10)
 
         harness.http.delete(f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices/sleep")
         wait_until(lambda: not harness.exists(f"{deploy}/sleep-model"), 20)
         assert not harness.exists(f"{deploy}/sleep-gateway")
         assert not harness.exists(f"/api/v1/namespaces/{NS}/services/sleep")
+        # The loop ended with the service, and its series with it.
+        desired = "gpuscale_operator_desired_replicas"
+        wait_until(lambda: REGISTRY.get_sample_value(desired, labels) is None, 10)
     assert runner.exit_code == 0
     assert runner.exception is None
 

@@ -251,6 +251,7 @@ async def autoscale(
         async with httpx.AsyncClient(timeout=1.0, verify=_PLAIN_HTTP) as http:
             await _autoscale(stopped, body, memo, logger, http)
     finally:
+        metrics.forget(body.meta.get("namespace") or "", body.meta.get("name") or "")
         client = memo.get("kube")
         if client is not None:
             memo.kube = None
@@ -345,6 +346,7 @@ async def _autoscale(
             continue
         status = status_from(report, backend, loop.state)
         ready = status["readyReplicas"]
+        metrics.set_replicas(service.metadata.namespace, service.name, status.get("desiredReplicas"), ready)
         blocked = unschedulable(backend.pods)
         found = conditions.upsert(
             found,

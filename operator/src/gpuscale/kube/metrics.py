@@ -1,8 +1,11 @@
-"""The operator's own metrics on /metrics: decisions, scrape errors, reconcile and tick durations."""
+"""The operator's own metrics on /metrics: decisions, scrape errors, reconcile and tick durations, and each
+service's desired and ready replicas."""
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram, start_http_server
+import contextlib
+
+from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 DECISIONS = Counter(
     "gpuscale_operator_scale_decisions_total", "Replica changes made, by direction", ["direction"]
@@ -13,6 +16,26 @@ SCRAPE_ERRORS = Counter(
 RECONCILES = Counter("gpuscale_operator_reconciles_total", "Reconciles of a GpuInferenceService", ["result"])
 RECONCILE_SECONDS = Histogram("gpuscale_operator_reconcile_seconds", "Time to apply a service's objects")
 TICK_SECONDS = Histogram("gpuscale_operator_tick_seconds", "Time for one control-loop round of a service")
+# Per service, as its status says them: a dashboard needs no kube-state-metrics to show the scaling.
+# `namespace` is the service's (a ServiceMonitor must honour it: honorLabels).
+DESIRED_REPLICAS = Gauge(
+    "gpuscale_operator_desired_replicas", "Replicas the control loop wants", ["namespace", "gis"]
+)
+READY_REPLICAS = Gauge("gpuscale_operator_ready_replicas", "Model pods ready", ["namespace", "gis"])
+
+
+def set_replicas(namespace: str, name: str, desired: int | None, ready: int) -> None:
+    if desired is not None:
+        DESIRED_REPLICAS.labels(namespace, name).set(desired)
+    READY_REPLICAS.labels(namespace, name).set(ready)
+
+
+def forget(namespace: str, name: str) -> None:
+    """Drop a service's series when its loop ends (deleted, or the operator stopping)."""
+    for gauge in (DESIRED_REPLICAS, READY_REPLICAS):
+        with contextlib.suppress(KeyError):  # never set: the loop ended before its first tick
+            gauge.remove(namespace, name)
+
 
 _serving: list[int] = []
 
