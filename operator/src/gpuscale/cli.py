@@ -52,6 +52,13 @@ COMMANDS = {
         "and scale the model Deployment by the gateway's queue every tick (kopf; `kopf run -m "
         "gpuscale.kube.handlers` works too).",
     ),
+    "bench": Command(
+        "simulate autoscalers (ours, HPA, KEDA, Knative) on a trace: latency and GPU cost side by side",
+        "gpuscale.sim.cli",
+        "A seeded discrete-event simulation of the gateway, one-slot replicas with a model load time, and "
+        "one autoscaler: ours (the real policy) and re-implementations of the Kubernetes HPA, KEDA and "
+        "Knative's KPA with their defaults. `--all --write-doc` regenerates docs/policy-comparison.md.",
+    ),
     "crd": Command(
         "print the GpuInferenceService CRD (for `kubectl apply -f -`)",
         "gpuscale.crd",
