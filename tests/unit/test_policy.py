@@ -36,6 +36,10 @@ def history(value: float, seconds: float, *, step: float = 1.0) -> tuple[tuple[f
 
 
 QUIET = PolicyState(samples=history(0, 60), below_since=NOW - 30, last_busy=NOW - 400)
+# Random arrivals: 4 outstanding most of the minute, 8 one tick in six (mean 4.67, 90th percentile 8).
+VARIED = tuple((t, 8.0 if i % 6 == 0 else 4.0) for i, (t, _) in enumerate(history(0, 60)))
+# One client sending one request after another: 1 outstanding, 0 for a moment between requests.
+CLOSED_LOOP = tuple((t, 0.0 if i % 10 == 0 else 1.0) for i, (t, _) in enumerate(history(0, 60)))
 
 TABLE: list[tuple[str, AutoscalingSpec, Observation, PolicyState, int, str, str]] = [
     # id, spec, observation, state, desired, kind, words in the reason
@@ -46,6 +50,8 @@ TABLE: list[tuple[str, AutoscalingSpec, Observation, PolicyState, int, str, str]
     ("starting replicas are capacity on the way", DEFAULT, obs(7, 1, 1, 7), PolicyState(), 8, "hold", "steady"),
     ("bounded by maxReplicas", DEFAULT, obs(30, 1, 1), PolicyState(), 8, "up", "maxReplicas 8"),
     ("waiting with an idle replica: no burst", DEFAULT, obs(1, 1, 2, 0, 1), PolicyState(), 2, "hold", "steady"),
+    ("fewer waiting than ready replicas: no burst", DEFAULT, obs(3, 6, 6), PolicyState(samples=history(4, 60)), 6, "wait", "wants 5"),
+    ("as many waiting as ready replicas: burst", spec(maxReplicas=20), obs(6, 6, 6), PolicyState(samples=history(4, 60)), 12, "up", "6 waiting"),
     ("no data: hold", DEFAULT, obs(None, None, 5), QUIET, 5, "no-data", "holding at 5"),
     ("no data: a lowered max still applies", spec(maxReplicas=3), obs(None, 1, 5), QUIET, 3, "no-data", "3"),
     ("no data: minReplicas still applies", spec(minReplicas=2), obs(None, None, 0), QUIET, 2, "no-data", "2"),
@@ -58,6 +64,10 @@ TABLE: list[tuple[str, AutoscalingSpec, Observation, PolicyState, int, str, str]
     ("no scale-down within the delay after a scale-up", DEFAULT, obs(0, 0, 4), replace(QUIET, last_scale_up=NOW - 10),
      4, "wait", "20 s more"),
     ("minReplicas holds", spec(minReplicas=2), obs(0, 0, 2), QUIET, 2, "hold", "steady"),
+    ("varied load keeps room: its 90th percentile, not its mean", DEFAULT, obs(0, 4, 8), replace(QUIET, samples=VARIED),
+     8, "hold", "8.00 over 60 s"),
+    ("a steady client is one replica: no room added", DEFAULT, obs(0, 1, 2), replace(QUIET, samples=CLOSED_LOOP),
+     1, "down", "2 → 1"),
     ("above a lowered max: down at once", spec(maxReplicas=2), obs(0, 1, 5), PolicyState(), 2, "down", "above maxReplicas"),
     ("to zero waits for the idle period", spec(minReplicas=0), obs(0, 0, 1), replace(QUIET, last_busy=NOW - 100),
      1, "wait", "200 s more"),

@@ -5,11 +5,17 @@ so the operator can keep it in the CR and resume after a restart).
 
 How it decides, per tick (docs/autoscaling.md says why each rule is there):
 1. No load data → hold. A failed scrape never removes a replica.
-2. `want` = the higher of the load averaged over the burst window (fast to rise) and over the stable
-   window (slow to fall), divided by `targetPerReplica`, rounded up. With one slot per replica the
-   target is 1.0: one request outstanding is one replica, not two as at a 0.7 utilisation target.
-3. Requests waiting and no replica idle → also at least what is outstanding now (`burst`): the
-   scale-up comes on the first tick, not after an average has caught up.
+2. `want` = the higher of the load averaged over the burst window (fast to rise) and the stable
+   window's load (slow to fall), divided by `targetPerReplica`, rounded up. The stable window's load
+   is the higher of its mean and its 90th percentile: random arrivals need room above their mean
+   (at the mean, one slot per replica runs at 100% and a queue forms), and the percentile sizes
+   that room by how much the load really varies, so a steady client sending one request after
+   another still gets exactly one replica. With one slot per replica the target is 1.0: one request
+   outstanding is one replica, not two as at a 0.7 utilisation target.
+3. Requests waiting, at least one per ready replica, and no replica idle → also at least what is
+   outstanding now (`burst`): a step up is met on its first tick, not after an average has caught
+   up. Fewer waiting than replicas is a queue the ready ones clear within about one request's time,
+   faster than any new replica starts: the averages, not the burst rule, answer that.
 4. Replicas that are starting count as capacity on the way, so a slow start is not scaled up twice.
 5. Below the current count: only after `want` has stayed lower for `scaleDownDelaySeconds` (and that
    long after the last scale-up), at most dividing by `maxScaleDownRate` per decision, and to zero
@@ -82,6 +88,19 @@ def mean_since(samples: Iterable[tuple[float, float]], since: float) -> float | 
     return sum(values) / len(values) if values else None
 
 
+# The stable window's load is at least this quantile of its samples (nearest rank). Chosen with the
+# simulator (`gpuscale bench`, docs/policy-comparison.md): lower quantiles leave too little room and
+# the count saws up and down with each random queue; higher ones pay for room that is rarely used.
+STABLE_QUANTILE = 0.9
+
+
+def quantile_since(samples: Iterable[tuple[float, float]], since: float, q: float) -> float | None:
+    values = sorted(v for t, v in samples if t > since)
+    if not values:
+        return None
+    return values[max(0, math.ceil(q * len(values)) - 1)]
+
+
 def replicas_for(load: float, target: float) -> int:
     return max(0, math.ceil(load / target - _EPSILON))
 
@@ -112,10 +131,12 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
     samples = (*(s for s in state.samples if horizon < s[0] < now), (now, outstanding))
     last_busy = now if outstanding > 0 else state.last_busy
     burst_avg = mean_since(samples, now - spec.burst_window_seconds) or 0.0
-    stable_avg = mean_since(samples, horizon) or 0.0
+    stable_avg = max(
+        mean_since(samples, horizon) or 0.0, quantile_since(samples, horizon, STABLE_QUANTILE) or 0.0
+    )
     target = spec.target_per_replica
     want = max(replicas_for(burst_avg, target), replicas_for(stable_avg, target))
-    burst = obs.queued is not None and obs.queued > 0 and obs.idle == 0
+    burst = obs.queued is not None and obs.queued > 0 and obs.queued >= obs.ready and obs.idle == 0
     if burst:
         want = max(want, replicas_for(outstanding, target))
     by_load = want
@@ -136,9 +157,7 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
         return Decision(want, reason, "up", replace(state, last_scale_up=now, below_since=None))
 
     if want == current:
-        reason = (
-            f"steady at {_n(current)}: {load}, average {stable_avg:.2f} over {spec.stable_window_seconds:g} s"
-        )
+        reason = f"steady at {_n(current)}: {load}, {stable_avg:.2f} over {spec.stable_window_seconds:g} s"
         return Decision(current, reason, "hold", replace(state, below_since=None))
 
     if current > spec.max_replicas:
@@ -153,7 +172,7 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
     if waited < delay or since_up < delay:
         left = delay - min(waited, since_up)
         reason = (
-            f"load averaged {stable_avg:.2f} over {spec.stable_window_seconds:g} s wants {_n(want)}; "
+            f"load {stable_avg:.2f} over {spec.stable_window_seconds:g} s wants {_n(want)}; "
             f"holding {current} for {left:.0f} s more (scaleDownDelaySeconds {delay:g})"
         )
         return Decision(current, reason, "wait", state)
@@ -174,7 +193,7 @@ def decide(spec: AutoscalingSpec, obs: Observation, state: PolicyState, fixed: i
         reason = f"no request for {spec.scale_to_zero_after_seconds:g} s or more: 1 → 0"
     else:
         reason = (
-            f"load averaged {stable_avg:.2f} over {spec.stable_window_seconds:g} s, below {current} for "
+            f"load {stable_avg:.2f} over {spec.stable_window_seconds:g} s, below {current} for "
             f"{waited:.0f} s: {current} → {desired}"
         )
         if desired > want:
