@@ -63,7 +63,7 @@ def _notes() -> dict[str, str]:
     spec_env = ", ".join(f"`{name}`" for name in o.SPEC_ENV)
     return {
         "spec.image": f"the image of the model pods' one container (`{o.MODEL_CONTAINER}`)",
-        "spec.port": "the port the server listens on in the pod (`GPUSCALE_PORT`); the probes, the "
+        "spec.port": "`GPUSCALE_PORT` in the pod; the probes, the "
         "headless Service `NAME-model` and the gateway use it; clients use port "
         f"{o.SERVICE_PORT} of the Service `NAME`",
         "spec.gpusPerReplica": "set as the model container's request and limit; above 1 the pod also "
@@ -78,8 +78,6 @@ def _notes() -> dict[str, str]:
         "and named in an `IgnoredTemplateKeys` Warning Event",
         "spec.template.env": f"appended to the variables the operator sets; entries named {spec_env} "
         "are dropped, since the operator sets those from the spec",
-        "spec.template.env[].name": "the variable's name",
-        "spec.template.env[].value": "its value",
         "spec.gateway": "the Deployment `NAME-gateway` (one replica) in front of the model pods; the "
         "Service `NAME` sends to it",
         "spec.gateway.enabled": "false: the Service `NAME` selects the model pods directly, the load "

@@ -95,8 +95,12 @@ class MetricsSpec(_Spec):
 
 
 class EnvVar(_Spec):
-    name: str = Field(min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
-    value: str = ""
+    """One environment variable of the model container."""
+
+    name: str = Field(
+        min_length=1, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", description="the variable's name"
+    )
+    value: str = Field("", description="its value")
 
 
 class TemplateSpec(_Spec):
@@ -108,14 +112,14 @@ class TemplateSpec(_Spec):
 
 class ServiceSpec(_Spec):
     image: str = Field(min_length=1, description="a server that exposes the load gauges")
-    port: int = Field(8000, ge=1, le=65535)
+    port: int = Field(8000, ge=1, le=65535, description="the port the model server listens on in its pod")
     gpus_per_replica: int = Field(1, ge=0, le=16, description="nvidia.com/gpu per pod; 0 for CPU only")
     slots_per_replica: int = Field(1, ge=1, le=64, description="requests on the GPU at once per pod")
     max_request_seconds: float = Field(900.0, gt=0, le=86400, description="longest request; drives the drain")
     replicas: int = Field(1, ge=0, le=1000, description="replicas when autoscaling is off")
     template: TemplateSpec = TemplateSpec()
     autoscaling: AutoscalingSpec = AutoscalingSpec()
-    gateway: GatewaySpec = GatewaySpec()
+    gateway: GatewaySpec = Field(GatewaySpec(), description="the queue in front of the replicas")
     metrics: MetricsSpec = MetricsSpec()
 
 
