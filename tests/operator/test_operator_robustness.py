@@ -464,6 +464,10 @@ def loosen_crd(harness: Harness) -> None:
 EXAMPLES = settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
+# kopf picks its credentials with the global `random.choice` on every API request, from the operator's own
+# thread, so Hypothesis sees the global random state move while it generates an example. Nothing here
+# draws from it: the examples stay reproducible.
+@pytest.mark.filterwarnings("ignore:Do not use the `random` module inside strategies")
 def test_out_of_range_specs_are_refused_by_the_api_or_reported_by_the_operator(harness: Harness) -> None:
     names = itertools.count()
     outcomes: dict[str, list[str]] = {"schema": [], "operator": []}
@@ -489,9 +493,7 @@ def test_out_of_range_specs_are_refused_by_the_api_or_reported_by_the_operator(h
         assert set(outcomes["schema"]) == {"refused"}
         assert set(outcomes["operator"]) == {"reported"}
         assert len(outcomes["operator"]) >= 10
-        # And an event says so. Checked outside the examples: Hypothesis seeds the global `random` alike
-        # for each example, and the test server draws generateName suffixes from it (kopf's events
-        # would collide, 409 AlreadyExists, and go unposted).
+        # And an event says so, checked once, outside the examples.
         negative_port: Case = (("spec", "port"), {("spec", "port"): -1})
         assert refused_or_reported(harness, names, negative_port, reported) == "reported"
         wait_until(lambda: "InvalidSpec" in {e["reason"] for e in harness.events(reported[-1])}, 5)
