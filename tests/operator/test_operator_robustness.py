@@ -527,3 +527,26 @@ def test_template_keys_the_operator_does_not_read_are_a_warning_event(harness: H
         # Accepted all the same: the service runs.
         wait_until(lambda: condition(harness.service("typo"), "Ready").get("status") == "True", 20)
     stopped_cleanly(runner)
+
+
+def test_a_tick_that_cannot_read_the_api_says_so_on_the_object(harness: Harness) -> None:
+    with run_operator() as runner:
+        harness.kube.apply(sleep_service("blind"))
+        wait_ready(harness, "blind")
+        # As an operator whose Role lost `get deployments` would see it, on every tick from now on.
+        fault = harness.kube.inject_fault(
+            403, method="GET", path="deployments/blind-model$", times=-1, reason="Forbidden"
+        )
+        wait_until(
+            lambda: condition(harness.service("blind"), "ScalingActive").get("reason") == "TickFailed", 10
+        )
+        active = condition(harness.service("blind"), "ScalingActive")
+        assert active["status"] == "False"
+        assert active["message"].startswith("the control loop could not read the API or the gateway: ")
+        assert "403" in active["message"]
+        fault.times = 1  # one more refusal, then the server drops the fault: the permission is back
+        wait_until(
+            lambda: condition(harness.service("blind"), "ScalingActive").get("reason") == "Observing", 10
+        )
+        assert condition(harness.service("blind"), "Ready")["status"] == "True"
+    stopped_cleanly(runner)

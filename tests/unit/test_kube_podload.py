@@ -13,8 +13,14 @@ PODS = {
     "b": "vllm:num_requests_waiting 0\nvllm:num_requests_running 0\n",
     "c": "gpuscale_queue_depth 0\n",
     # As vLLM exposes them: labelled by model, one label set per model served.
-    "d": 'vllm:num_requests_waiting{model_name="m1"} 3\nvllm:num_requests_waiting{model_name="m2"} 1\n'
-    'vllm:num_requests_running{model_name="m1"} 1\nvllm:num_requests_running{model_name="m2"} 0\n',
+    "d": 'vllm:num_requests_waiting{engine="0",model_name="m1"} 3\n'
+    'vllm:num_requests_waiting{engine="1",model_name="m1"} 2\n'
+    'vllm:num_requests_waiting{engine="0",model_name="m2"} 1\n'
+    'vllm:num_requests_running{engine="0",model_name="m1"} 1\n'
+    'vllm:num_requests_running{engine="1",model_name="m1"} 1\n'
+    'vllm:num_requests_running{engine="0",model_name="m2"} 0\n'
+    # A longer name that starts like the gauge's is another metric.
+    "vllm:num_requests_waiting_total 50\n",
 }
 
 
@@ -47,9 +53,14 @@ async def test_a_pod_without_the_named_gauges_is_no_data() -> None:
 @pytest.mark.parametrize(
     ("queue", "running", "expected"),
     [
-        # A bare name sums the gauge over its label sets; a name with labels is that sample alone.
-        ("vllm:num_requests_waiting", "vllm:num_requests_running", (4, 1)),
-        ('vllm:num_requests_waiting{model_name="m2"}', 'vllm:num_requests_running{model_name="m2"}', (1, 0)),
+        # A bare name sums the gauge over its label sets; labels in the name pick the sets that hold them.
+        ("vllm:num_requests_waiting", "vllm:num_requests_running", (6, 2)),
+        ('vllm:num_requests_waiting{model_name="m1"}', 'vllm:num_requests_running{model_name="m1"}', (5, 2)),
+        (
+            'vllm:num_requests_waiting{engine="0",model_name="m2"}',
+            'vllm:num_requests_running{model_name="m2"}',
+            (1, 0),
+        ),
     ],
 )
 async def test_labelled_gauges_are_read_by_their_bare_name_or_one_label_set(

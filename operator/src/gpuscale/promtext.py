@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 
 import httpx
@@ -21,14 +22,24 @@ def parse_samples(text: str) -> dict[str, float]:
     return samples
 
 
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
+
+
+def _split(key: str) -> tuple[str, set[tuple[str, str]]]:
+    """`name{a="1",b="2"}` as its name and its set of labels."""
+    name, _, labels = key.partition("{")
+    return name, set(_LABEL.findall(labels))
+
+
 def metric_value(samples: Mapping[str, float], name: str) -> float | None:
-    """One number for ``name`` from `parse_samples`' output: a name with labels (``a{x="1"}``) is that
-    sample alone; a bare name is the sum of its samples over every label set, so that vLLM's
-    ``vllm:num_requests_waiting{model_name=...}`` is read as ``vllm:num_requests_waiting``. None when
-    there is no such sample."""
-    if "{" in name:
-        return samples.get(name)
-    found = [v for k, v in samples.items() if k == name or k.startswith(name + "{")]
+    """One number for ``name`` from `parse_samples`' output: the sum of the gauge's samples over every
+    label set that holds the labels ``name`` gives. A bare ``vllm:num_requests_waiting`` sums all of
+    vLLM's ``{engine=...,model_name=...}`` samples; ``vllm:num_requests_waiting{model_name="m"}`` sums
+    that model's, over its engines. None when no sample matches."""
+    wanted, labels = _split(name)
+    found = [
+        value for key, value in samples.items() if (split := _split(key))[0] == wanted and labels <= split[1]
+    ]
     return sum(found) if found else None
 
 

@@ -87,8 +87,8 @@ def _notes() -> dict[str, str]:
         f"for this + maxRequestSeconds, at most {o.GATEWAY_MAX_DRAIN_SECONDS:g} s",
         "spec.gateway.prefetch": "the gateway's `--prefetch`",
         "spec.metrics": "read only when `gateway.enabled` is false (the gateway counts requests "
-        "itself); a bare name such as `vllm:num_requests_waiting` is summed over its label sets, a "
-        'name with labels (sorted by name) is that sample alone: `vllm:num_requests_waiting{model_name="m"}`',
+        "itself); a bare name such as `vllm:num_requests_waiting` is summed over its label sets, and "
+        'labels in the name keep the sets that hold them: `vllm:num_requests_waiting{model_name="m"}`',
         "status.conditions": "one per type: [Conditions](#conditions)",
         "status.conditions[].status": "whether the condition holds",
         "status.conditions[].lastTransitionTime": "when `status` last changed",

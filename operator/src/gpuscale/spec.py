@@ -47,7 +47,11 @@ class AutoscalingSpec(_Spec):
         6.0, gt=0, le=3600, description="averaging window that lets the load raise the replica count"
     )
     stable_window_seconds: float = Field(
-        60.0, gt=0, le=3600, description="averaging window that holds replicas up after load falls"
+        60.0,
+        gt=0,
+        le=3600,
+        description="window that holds replicas up after load falls: its load is the higher of the mean "
+        "and the 90th percentile of its ticks",
     )
     scale_down_delay_seconds: float = Field(
         30.0,

@@ -13,6 +13,7 @@ import logging
 import ssl
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -184,14 +185,9 @@ async def reconcile(
         kopf.info(body, reason="Applied", message=", ".join(f"{k} {v}" for k, v in changed.items()))
     patch.status["observedGeneration"] = generation
     patch.status["selector"] = label_selector(service)
-    # The daemon owns the conditions of a valid spec. Writing them here too would race it: kopf can run
-    # this handler late, on a snapshot older than the daemon's last write, and a merge patch replaces
-    # the whole list. Only the way out of InvalidSpec (which the daemon, idle then, never wrote) is ours.
-    ready = conditions.get(found, "Ready")
-    if ready is not None and ready.get("reason") == "InvalidSpec":
-        patch.status["conditions"] = conditions.upsert(
-            found, "Ready", False, "Starting", "waiting for the first replica", generation, now_rfc3339()
-        )
+    # The daemon owns the conditions of a valid spec, InvalidSpec's way out included (its first tick of a
+    # new generation rewrites them all). Writing them here too would race it: kopf can run this handler
+    # late, on a snapshot older than the daemon's last write, and a merge patch replaces the whole list.
     metrics.RECONCILES.labels("ok").inc()
     metrics.RECONCILE_SECONDS.observe(time.monotonic() - started)
 
@@ -262,6 +258,31 @@ async def autoscale(
 _PLAIN_HTTP = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
 
 
+@dataclass
+class StatusWriter:
+    """Writes a service's status only when it says something new, and remembers the conditions it wrote.
+    kopf's body can lag behind our own writes by a few events under load; upserting into that older list
+    would move lastTransitionTime and send the same status again."""
+
+    url: str
+    last: dict[str, Any] = field(default_factory=dict)  # the essence of the last status written
+    written: list[Condition] | None = None
+
+    def conditions(self, body: kopf.Body) -> list[Condition]:
+        return self.written if self.written is not None else list(body.status.get("conditions") or [])
+
+    async def write(self, client: KubeClient, status: dict[str, Any], logger: Any) -> None:
+        essence = conditions.status_essence(status)
+        if essence == self.last:
+            return
+        try:
+            await client.patch(self.url, {"status": status})
+        except KubeError as exc:
+            logger.warning(f"status not written: {exc}")
+            return
+        self.last, self.written = essence, status.get("conditions")
+
+
 def new_loop(
     service: specs.GpuInferenceService, client: KubeClient, http: httpx.AsyncClient, saved: Mapping[str, Any]
 ) -> tuple[KubeBackend, ControlLoop]:
@@ -283,10 +304,7 @@ async def _autoscale(
     stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, http: httpx.AsyncClient
 ) -> None:
     """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
-    last_status: dict[str, Any] = {}
-    # The conditions as last written. kopf's body can lag behind our own write by a few events under
-    # load; upserting into that older list would move lastTransitionTime and rewrite the same status.
-    written: list[Condition] | None = None
+    writer: StatusWriter | None = None
     admin_url: str | None = None
     current: tuple[specs.GpuInferenceService, KubeBackend, ControlLoop] | None = None
     seen_generation = -1
@@ -301,14 +319,18 @@ async def _autoscale(
                 await stopped.wait(2.0)  # the reconcile handler reports it; wait for a fixed spec
                 continue
             seen_generation = generation
-            written, last_status = None, {}  # a new generation: take the conditions reconcile left
+            # A new generation starts from the conditions in the body (reconcile's InvalidSpec, say).
+            writer = StatusWriter(
+                path(specs.API_VERSION, PLURAL, service.metadata.namespace, service.name, "status")
+            )
             backend, loop = new_loop(service, kube(memo), http, body.status.get("autoscalerState") or {})
             current = service, backend, loop
         service, backend, loop = current
+        assert writer is not None  # made with `current`
         client = backend.client
         spec = service.spec.autoscaling
         report: TickReport | None = None
-        found = written if written is not None else list(body.status.get("conditions") or [])
+        found = writer.conditions(body)
         now = now_rfc3339()
         try:
             await backend.refresh()
@@ -342,11 +364,18 @@ async def _autoscale(
             else:
                 metrics.SCRAPE_ERRORS.inc()
                 logger.warning(f"tick failed: {exc}")
+                # On the object too: a new service would otherwise show no condition at all.
+                failed = f"the control loop could not read the API or the gateway: {exc}"
+                found = conditions.upsert(
+                    found, "ScalingActive", False, "TickFailed", failed, generation, now
+                )
+                await writer.write(client, {"conditions": found}, logger)
             await stopped.wait(spec.tick_seconds)
             continue
         status = status_from(report, backend, loop.state)
         ready = status["readyReplicas"]
-        metrics.set_replicas(service.metadata.namespace, service.name, status.get("desiredReplicas"), ready)
+        wanted = report.decision.desired if report is not None else backend.wanted
+        metrics.set_replicas(service.metadata.namespace, service.name, wanted, ready)
         blocked = unschedulable(backend.pods)
         found = conditions.upsert(
             found,
@@ -357,7 +386,6 @@ async def _autoscale(
             generation,
             now,
         )
-        wanted = report.decision.desired if report is not None else backend.wanted
         health = readiness(backend.pods, backend.live_deployment, ready, wanted)
         before = conditions.get(found, "Ready") or {}
         found = conditions.upsert(
@@ -373,15 +401,6 @@ async def _autoscale(
             kopf.info(
                 body, reason=kind, message=f"{report.decision.desired} replicas: {report.decision.reason}"
             )
-        comparable = conditions.status_essence(status)
-        if comparable != last_status:
-            try:
-                await client.patch(
-                    path(specs.API_VERSION, PLURAL, service.metadata.namespace, service.name, "status"),
-                    {"status": status},
-                )
-                last_status, written = comparable, found
-            except KubeError as exc:
-                logger.warning(f"status not written: {exc}")
+        await writer.write(client, status, logger)
         metrics.TICK_SECONDS.observe(time.monotonic() - started)
         await stopped.wait(max(0.0, spec.tick_seconds - (time.monotonic() - started)))

@@ -24,9 +24,8 @@ DESIRED_REPLICAS = Gauge(
 READY_REPLICAS = Gauge("gpuscale_operator_ready_replicas", "Model pods ready", ["namespace", "gis"])
 
 
-def set_replicas(namespace: str, name: str, desired: int | None, ready: int) -> None:
-    if desired is not None:
-        DESIRED_REPLICAS.labels(namespace, name).set(desired)
+def set_replicas(namespace: str, name: str, desired: int, ready: int) -> None:
+    DESIRED_REPLICAS.labels(namespace, name).set(desired)
     READY_REPLICAS.labels(namespace, name).set(ready)
 
 
