@@ -10,10 +10,9 @@ once, so nothing new goes to a pod that is stopping (what it already holds finis
 `Registry.remove`; a pod ready again at the same address rejoins only once those have finished, so
 it never holds more than its slots).
 
-The discovery lists the pods, then watches from the list's resourceVersion (with bookmarks, up to
-`timeoutSeconds`, then again from the last version seen); an expired version (410), a dropped stream
-or a server error makes it list again and reconcile, after a short backoff. It never gives up and
-never raises out of `run`: the gateway keeps serving the replicas it knows meanwhile.
+The discovery lists the pods, then watches them (`listwatch.ListWatch`); an expired version (410), a
+dropped stream or a server error makes it list again and reconcile, after a short backoff. It never
+gives up and never raises out of `run`: the gateway keeps serving the replicas it knows meanwhile.
 
 No Kubernetes client library (the gateway must not depend on one, see the import-linter contracts):
 plain httpx over HTTP(S), with a small reader for in-cluster credentials and kubeconfig files.
@@ -25,7 +24,6 @@ import asyncio
 import base64
 import binascii
 import contextlib
-import json
 import logging
 import os
 import ssl
@@ -39,6 +37,7 @@ from typing import Any
 import httpx
 import yaml
 
+from gpuscale_gateway.listwatch import WATCH_SECONDS, ListWatch
 from gpuscale_gateway.registry import Registry, Replica
 from gpuscale_gateway.settings import ENV_PREFIX, GatewaySettings
 
@@ -47,28 +46,12 @@ log = logging.getLogger("gpuscale_gateway")
 SERVICE_ACCOUNT = Path("/var/run/secrets/kubernetes.io/serviceaccount")
 # Projected service-account tokens rotate (about hourly); client-go re-reads the file every minute.
 TOKEN_REREAD_SECONDS = 60.0
-WATCH_SECONDS = 300
-MIN_BACKOFF_SECONDS = 0.2
-MAX_BACKOFF_SECONDS = 5.0
 # While an earlier incarnation of a pod still holds requests, it is looked at this often (see _sync).
 HELD_POLL_SECONDS = 0.05
-LIST_PAGE = 500
 
 
 class KubeConfigError(ValueError):
     """No usable way to reach the API: the message says what is missing or wrong."""
-
-
-class ApiError(Exception):
-    """The API server answered with an error (or an ERROR event)."""
-
-    def __init__(self, code: int, message: str) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-
-
-class Expired(ApiError):
-    """410: the resourceVersion is too old to watch from; list again."""
 
 
 # --- where the API is and how to authenticate -----------------------------------------------------
@@ -370,28 +353,15 @@ class KubeDiscovery:
                 self._held_task.cancel()
 
     async def _list_and_watch(self, client: httpx.AsyncClient, registry: Registry) -> None:
-        backoff = MIN_BACKOFF_SECONDS
-        while True:
-            try:
-                version = await self._relist(client, registry)
-                heard = True
-                while heard:
-                    version, heard = await self._watch(client, registry, version)
-                    if heard:
-                        backoff = MIN_BACKOFF_SECONDS
-            except Expired:
-                # Routine: the history moved on while the stream was down or the gateway was slow.
-                log.debug("pods in %s: resourceVersion expired; listing again", self.namespace)
-                continue
-            except ApiError as exc:
-                self._failed(f"the API answered {exc}")
-            except (httpx.HTTPError, ValueError) as exc:  # ValueError: a line that is not JSON
-                self._failed(f"{type(exc).__name__}: {exc}")
-            except Exception as exc:
-                # A pod shaped unlike any the API serves, or a bug here: keep the gateway serving.
-                self._failed(f"{type(exc).__name__}: {exc}", exc)
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+        await ListWatch(
+            client,
+            self.path,
+            self.selector,
+            on_list=lambda pods: self._listed(registry, pods),
+            on_event=lambda kind, pod: self._on_event(registry, kind, pod),
+            on_failure=self._failed,
+            watch_seconds=self.watch_seconds,
+        ).run()
 
     def _failed(self, what: str, exc: Exception | None = None) -> None:
         # One line per new kind of failure, not one per retry.
@@ -403,23 +373,8 @@ class KubeDiscovery:
         else:
             log.debug("pods in %s: %s again", self.namespace, what)
 
-    async def _get_json(self, client: httpx.AsyncClient, params: dict[str, str]) -> Any:
-        response = await client.get(self.path, params=params)
-        if response.status_code != 200:
-            raise _api_error(response.status_code, response.content)
-        return response.json()
-
-    async def _relist(self, client: httpx.AsyncClient, registry: Registry) -> str:
-        """Reconcile with the current pods; the resourceVersion to watch from."""
-        pods: list[dict[str, Any]] = []
-        params = {"labelSelector": self.selector, "limit": str(LIST_PAGE)}
-        while True:
-            page = await self._get_json(client, params)
-            pods.extend(page.get("items") or [])
-            metadata = page.get("metadata") or {}
-            if not metadata.get("continue"):
-                break
-            params = {**params, "continue": metadata["continue"]}
+    def _listed(self, registry: Registry, pods: list[dict[str, Any]]) -> None:
+        """Reconcile with the pods just listed."""
         wanted: dict[str, str] = {}
         for pod in pods:
             url = pod_url(pod, self.port)
@@ -434,48 +389,16 @@ class KubeDiscovery:
         if self._failing:
             log.info("pods in %s: listed again, %d ready", self.namespace, len(wanted))
             self._failing = ""
-        return str(metadata.get("resourceVersion") or "")
 
-    async def _watch(self, client: httpx.AsyncClient, registry: Registry, version: str) -> tuple[str, bool]:
-        """One watch stream until the server ends it: the version to resume from, and whether any line
-        came (a stream that ends at once does not count as healthy)."""
-        params = {
-            "labelSelector": self.selector,
-            "watch": "1",
-            "resourceVersion": version,
-            "allowWatchBookmarks": "true",
-            "timeoutSeconds": str(self.watch_seconds),
-        }
-        # The server ends the stream after timeoutSeconds; a read that waits longer is a dead connection.
-        timeout = httpx.Timeout(10.0, read=self.watch_seconds + 30.0)
-        heard = False
-        async with client.stream("GET", self.path, params=params, timeout=timeout) as response:
-            if response.status_code != 200:
-                raise _api_error(response.status_code, await response.aread())
-            async for line in response.aiter_lines():
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                version = self._on_event(registry, event) or version
-                heard = True
-        return version, heard
-
-    def _on_event(self, registry: Registry, event: dict[str, Any]) -> str | None:
-        kind, obj = event.get("type"), event.get("object") or {}
-        if kind == "ERROR":
-            raise _status_error(obj)
-        metadata = obj.get("metadata") or {}
-        if kind in ("ADDED", "MODIFIED", "DELETED"):
-            name = metadata["name"]
-            why = "is deleted" if kind == "DELETED" else why_not(obj)
-            if why is not None:
-                self._wanted.pop(name, None)
-                self._sync(registry, name, why)
-            else:
-                self._wanted[name] = _url(obj, self.port)
-                self._sync(registry, name)
-        version = metadata.get("resourceVersion")
-        return str(version) if version else None
+    def _on_event(self, registry: Registry, kind: str, pod: dict[str, Any]) -> None:
+        name = pod["metadata"]["name"]
+        why = "is deleted" if kind == "DELETED" else why_not(pod)
+        if why is not None:
+            self._wanted.pop(name, None)
+            self._sync(registry, name, why)
+        else:
+            self._wanted[name] = _url(pod, self.port)
+            self._sync(registry, name)
 
     def _sync(self, registry: Registry, name: str, why: str = "") -> None:
         """Make the registry agree with `_wanted` for this pod."""
@@ -517,20 +440,3 @@ class KubeDiscovery:
                     self._sync(registry, name)
             if not waiting:
                 return
-
-
-def _status_error(status: Mapping[str, Any]) -> ApiError:
-    code = int(status.get("code") or 500)
-    message = str(status.get("message") or status.get("reason") or "unknown error")
-    return Expired(code, message) if code == 410 else ApiError(code, message)
-
-
-def _api_error(code: int, body: bytes) -> ApiError:
-    try:
-        status = json.loads(body)
-    except ValueError:
-        status = None
-    if isinstance(status, dict) and status.get("kind") == "Status":
-        return _status_error({**status, "code": status.get("code") or code})
-    text = body.decode("utf-8", "replace").strip()[:200]
-    return Expired(code, text) if code == 410 else ApiError(code, text or "no body")
