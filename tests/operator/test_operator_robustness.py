@@ -148,11 +148,14 @@ def test_a_template_change_rolls_the_model_out_and_an_unchanged_spec_writes_noth
         )
         assert model_replicas(harness, "sleep") == 1
 
-        # Nothing changes now: ticks go on (the loop reads the Deployment), and nothing writes to it.
+        # Nothing changes now: ticks go on, reading the watched cache rather than the API each time, and
+        # nothing writes to the Deployment.
         harness.kube.clear_evidence()
+        ticks = REGISTRY.get_sample_value("gpuscale_operator_tick_seconds_count") or 0.0
         time.sleep(3)
+        assert (REGISTRY.get_sample_value("gpuscale_operator_tick_seconds_count") or 0.0) >= ticks + 2
         evidence = harness.kube.evidence
-        assert any(r.verb == "get" and r.resource == "deployments" for r in evidence)
+        assert not any(r.verb in ("get", "list") and r.resource in ("deployments", "pods") for r in evidence)
         assert deployment_writes(harness) == []
 
         # A change that reaches no owned object (a label on the service) runs the reconcile, which
@@ -533,10 +536,12 @@ def test_a_tick_that_cannot_read_the_api_says_so_on_the_object(harness: Harness)
     with run_operator() as runner:
         harness.kube.apply(sleep_service("blind"))
         wait_ready(harness, "blind")
-        # As an operator whose Role lost `get deployments` would see it, on every tick from now on.
+        # As an operator whose Role lost `get` and `list` on Deployments would see it: the watch behind
+        # the loop's cache breaks and cannot list again, and the loop's own reads are refused.
         fault = harness.kube.inject_fault(
-            403, method="GET", path="deployments/blind-model$", times=-1, reason="Forbidden"
+            403, method="GET", path="deployments(/blind-model)?$", times=-1, reason="Forbidden"
         )
+        assert harness.kube.drop_watches() > 0
         wait_until(
             lambda: condition(harness.service("blind"), "ScalingActive").get("reason") == "TickFailed", 10
         )

@@ -72,10 +72,11 @@ stay equal to it). Change the rules there first, then here.
 - apiGroups: [gpuscale.io]
   resources: [gpuinferenceservices/status]
   verbs: [patch]
-# What a service owns; delete: spec.gateway.enabled turned off removes the gateway's objects.
+# What a service owns; delete: spec.gateway.enabled turned off removes the gateway's objects; list and
+# watch: the control loops' watch of their model Deployments.
 - apiGroups: [apps]
   resources: [deployments]
-  verbs: [get, create, patch, delete]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [apps]
   resources: [deployments/scale]
   verbs: [patch]
@@ -89,8 +90,8 @@ stay equal to it). Change the rules there first, then here.
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [get, create, patch, delete]
-# get and watch only because the gateway's Role grants them: the API server refuses to let anyone grant
-# what they do not hold.
+# get only because the gateway's Role grants it: the API server refuses to let anyone grant what they do
+# not hold.
 - apiGroups: [""]
   resources: [pods]
   verbs: [get, list, watch, patch]

@@ -5,16 +5,20 @@ ready pods)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gpuscale.control.loop import ReplicaStatus
-from gpuscale.kube.client import KubeClient, path
+from gpuscale.kube.cache import NamespaceCache
+from gpuscale.kube.client import KubeClient, KubeError, path
 from gpuscale.kube.objects import DELETION_COST
 
 # Below any cost a user sets by hand (the default is 0): the victims go first.
 VICTIM_COST = "-1000"
+# A watch brings a write back within milliseconds; after this long, a different count is someone else's.
+WRITE_SEEN_WITHIN = 10.0
 
 
 def pod_ready(pod: dict[str, Any]) -> bool:
@@ -41,16 +45,39 @@ class KubeBackend:
     pods: list[dict[str, Any]] = field(default_factory=list)
     wanted: int = 0  # the Deployment's spec.replicas as last read or written
     live_deployment: dict[str, Any] = field(default_factory=dict)
+    # The namespace's watched model objects; read instead of the API while synced.
+    cache: NamespaceCache | None = None
+    clock: Callable[[], float] = time.monotonic
+    _written: tuple[int, float] | None = None  # our last replica count, and when
 
     async def refresh(self) -> None:
-        deployment = await self.client.get(path("apps/v1", "deployments", self.namespace, self.deployment))
+        if self.cache is not None and self.cache.synced:
+            deployment = self.cache.deployment(self.deployment)
+            if deployment is None:
+                raise KubeError(404, "NotFound", f'deployments.apps "{self.deployment}" not yet seen')
+            pods = self.cache.pods_matching(self.selector)
+        else:
+            deployment = await self.client.get(
+                path("apps/v1", "deployments", self.namespace, self.deployment)
+            )
+            pods = await self.client.list(path("v1", "pods", self.namespace), self.selector)
         self.live_deployment = deployment
-        self.wanted = int((deployment.get("spec") or {}).get("replicas") or 0)
-        pods = await self.client.list(path("v1", "pods", self.namespace), self.selector)
+        self.wanted = self._replicas(int((deployment.get("spec") or {}).get("replicas") or 0))
         live = [p for p in pods if not p["metadata"].get("deletionTimestamp")]
         self.pods = sorted(
             live, key=lambda p: (p["metadata"].get("creationTimestamp", ""), p["metadata"]["name"])
         )
+
+    def _replicas(self, seen: int) -> int:
+        """The Deployment's replicas: ``seen``, unless that is from before our own last write and the
+        watch has not brought the write back yet (a scale-up seen undone would be made twice)."""
+        if self._written is None:
+            return seen
+        written, at = self._written
+        if seen != written and self.clock() - at < WRITE_SEEN_WITHIN:
+            return written
+        self._written = None  # seen, or someone else changed it since: theirs stands
+        return seen
 
     def replicas(self) -> Sequence[ReplicaStatus]:
         """As many replicas as the Deployment wants: ready pods first, then starting ones, then ones it
@@ -66,6 +93,7 @@ class KubeBackend:
         url = path("apps/v1", "deployments", self.namespace, self.deployment, "scale")
         await self.client.patch(url, {"spec": {"replicas": replicas}})
         self.wanted = replicas
+        self._written = (replicas, self.clock())
 
     async def start(self, count: int) -> Sequence[str]:
         await self.scale(self.wanted + count)

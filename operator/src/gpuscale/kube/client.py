@@ -120,6 +120,11 @@ class KubeClient:
             base_url=credentials.server, headers=headers, verify=verify, timeout=timeout
         )
 
+    @property
+    def http(self) -> httpx.AsyncClient:
+        """The underlying client (base URL and credentials set), for watch streams."""
+        return self._http
+
     async def aclose(self) -> None:
         await self._http.aclose()
 

@@ -26,6 +26,7 @@ from gpuscale.control.loop import ControlLoop, TickReport
 from gpuscale.control.policy import PolicyState
 from gpuscale.kube import conditions, metrics
 from gpuscale.kube.backend import KubeBackend, serving_ip
+from gpuscale.kube.cache import Caches, NamespaceCache
 from gpuscale.kube.client import Credentials, KubeClient, KubeError, object_path, path
 from gpuscale.kube.conditions import Condition
 from gpuscale.kube.drift import drift_patch
@@ -94,6 +95,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.finalizer = "gpuscale.io/operator"
     settings.watching.server_timeout = 300
     memo.gateway_image = memo.get("gateway_image", DEFAULT_GATEWAY_IMAGE)
+    # Set on the operator's memo before any service's copy is made, so every loop shares it.
+    memo.caches = Caches(credentials)
     metrics.serve(memo.get("metrics_port"))
 
 
@@ -104,13 +107,18 @@ async def close(memo: kopf.Memo, **_: Any) -> None:
         await client.aclose()
 
 
+def credentials() -> Credentials:
+    """The operator's login (kopf logs in after the start-up handlers run)."""
+    if not _credentials:
+        raise kopf.TemporaryError("not logged in to the API yet", delay=1)
+    return _credentials[-1]
+
+
 def kube(memo: kopf.Memo) -> KubeClient:
     """The service's API client, made on first use (kopf logs in after start-up handlers run). kopf gives
     each resource its own copy of the memo, so each service has one; the daemon closes it."""
     if memo.get("kube") is None:
-        if not _credentials:
-            raise kopf.TemporaryError("not logged in to the API yet", delay=1)
-        memo.kube = KubeClient(_credentials[-1])
+        memo.kube = KubeClient(credentials())
     client = memo.kube
     assert isinstance(client, KubeClient)
     return client
@@ -243,11 +251,15 @@ async def autoscale(
 ) -> None:
     """The service's control loop, with its own gateway client (one shared pool for 200 gateways would
     keep few connections alive and scan itself on every request); both clients close when it ends."""
+    namespace = body.meta.get("namespace") or ""
+    caches: Caches = memo.caches
+    cache = caches.acquire(namespace)
     try:
         async with httpx.AsyncClient(timeout=1.0, verify=_PLAIN_HTTP) as http:
-            await _autoscale(stopped, body, memo, logger, http)
+            await _autoscale(stopped, body, memo, logger, http, cache)
     finally:
-        metrics.forget(body.meta.get("namespace") or "", body.meta.get("name") or "")
+        await caches.release(namespace)
+        metrics.forget(namespace, body.meta.get("name") or "")
         client = memo.get("kube")
         if client is not None:
             memo.kube = None
@@ -284,11 +296,17 @@ class StatusWriter:
 
 
 def new_loop(
-    service: specs.GpuInferenceService, client: KubeClient, http: httpx.AsyncClient, saved: Mapping[str, Any]
+    service: specs.GpuInferenceService,
+    client: KubeClient,
+    http: httpx.AsyncClient,
+    saved: Mapping[str, Any],
+    cache: NamespaceCache | None = None,
 ) -> tuple[KubeBackend, ControlLoop]:
     """The service's backend and control loop for one generation of its spec, reading the load from the
     gateway, or from the pods when there is none; ``saved`` is the policy's state from the CR's status."""
-    backend = KubeBackend(client, service.metadata.namespace, model_name(service), label_selector(service))
+    backend = KubeBackend(
+        client, service.metadata.namespace, model_name(service), label_selector(service), cache=cache
+    )
     source = GatewayAdmin("http://unset", http)  # the address is looked up before each tick
     if not service.spec.gateway.enabled:
         names = service.spec.metrics
@@ -301,7 +319,12 @@ def new_loop(
 
 
 async def _autoscale(
-    stopped: kopf.DaemonStopped, body: kopf.Body, memo: kopf.Memo, logger: Any, http: httpx.AsyncClient
+    stopped: kopf.DaemonStopped,
+    body: kopf.Body,
+    memo: kopf.Memo,
+    logger: Any,
+    http: httpx.AsyncClient,
+    cache: NamespaceCache,
 ) -> None:
     """Observe, decide and act every tick; write status only when it changed (one write per tick at most)."""
     writer: StatusWriter | None = None
@@ -323,7 +346,8 @@ async def _autoscale(
             writer = StatusWriter(
                 path(specs.API_VERSION, PLURAL, service.metadata.namespace, service.name, "status")
             )
-            backend, loop = new_loop(service, kube(memo), http, body.status.get("autoscalerState") or {})
+            saved = body.status.get("autoscalerState") or {}
+            backend, loop = new_loop(service, kube(memo), http, saved, cache)
             current = service, backend, loop
         service, backend, loop = current
         assert writer is not None  # made with `current`
