@@ -43,12 +43,17 @@ def matches(obj: Mapping[str, Any], selector: str) -> bool:
 class Kind:
     """One kind's objects by name, as the watch last said; synced while the last list stands."""
 
+    name: str
     objects: dict[str, Obj] = field(default_factory=dict)
     synced: bool = False
+    _failing: str = ""  # the last failure logged, so a retry that fails alike is not logged again
 
     def listed(self, items: list[Obj]) -> None:
         self.objects = {o["metadata"]["name"]: o for o in items}
         self.synced = True
+        if self._failing:
+            log.info("%s: listed again, %d", self.name, len(self.objects))
+            self._failing = ""
 
     def changed(self, kind: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
@@ -58,8 +63,14 @@ class Kind:
             self.objects[name] = obj
 
     def failed(self, why: str, exc: Exception | None) -> None:
-        self.synced = False  # missed events: read the API until the next list
-        log.warning("model objects: %s; listing again", why, exc_info=exc)
+        self.synced = False  # missed events: the loops read the API until the next list
+        if why != self._failing:
+            self._failing = why
+            log.warning(
+                "%s: %s; listing again (the loops read the API meanwhile)", self.name, why, exc_info=exc
+            )
+        else:
+            log.debug("%s: %s again", self.name, why)
 
 
 class NamespaceCache:
@@ -68,8 +79,8 @@ class NamespaceCache:
     def __init__(self, client: KubeClient, namespace: str) -> None:
         self.client = client
         self.namespace = namespace
-        self.pods = Kind()
-        self.deployments = Kind()
+        self.pods = Kind(f"model pods in {namespace}")
+        self.deployments = Kind(f"model Deployments in {namespace}")
         self._tasks: list[asyncio.Task[None]] = []
 
     def start(self) -> None:
