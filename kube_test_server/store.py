@@ -415,13 +415,13 @@ class Store:
                 [Cause("spec.replicas", f"Invalid value: {replicas!r}: must be greater than or equal to 0")],
                 "autoscaling",
             )
-        current = self.get(rtype, namespace, name)
+        key, old = self._stored(rtype, namespace, name)
         given = (scale.get("metadata") or {}).get("resourceVersion")
-        if given and given != meta(current)["resourceVersion"]:
+        if given and given != meta(old)["resourceVersion"]:
             raise ApiError.stale(rtype.plural, name, rtype.group)
+        current = self._out(rtype, old)
         set_path(current, rtype.scale.spec_replicas, replicas)
-        key = self._key(rtype, namespace, name)
-        self._write(rtype, key, self.objects[key], current, "")
+        self._write(rtype, key, old, current, "")
         return self.scale(rtype, namespace, name)
 
     # --- deletion -----------------------------------------------------------------------------------
@@ -603,10 +603,10 @@ class Store:
 
     def release_crds(self) -> None:
         """A custom object went away: a CRD waiting to be cleaned up may go now."""
-        for (g, p, _, _), obj in list(self.objects.items()):
-            if (g, p) == ("apiextensions.k8s.io", "customresourcedefinitions") and meta(obj).get(
-                "deletionTimestamp"
-            ):
+        # From the kind's index, not a scan of the store: this runs on every custom object's removal.
+        for key in sorted(self._kinds.get(("apiextensions.k8s.io", "customresourcedefinitions"), ())):
+            obj = self.objects.get(key)  # an earlier release may have let it go already
+            if obj is not None and meta(obj).get("deletionTimestamp"):
                 self._release_crd(obj)
 
     def _delete_namespace(self, rtype: ResourceType, key: Key) -> Obj:
@@ -625,8 +625,10 @@ class Store:
         return self._out(rtype, self.objects.get(key, obj))
 
     def _finish_namespaces(self) -> None:
-        for key, obj in list(self.objects.items()):
-            if key[:2] != ("", "namespaces") or not meta(obj).get("deletionTimestamp"):
+        # From the kind's index, not a scan of the store: this runs on every removal.
+        for key in sorted(self._kinds.get(("", "namespaces"), ())):
+            obj = self.objects.get(key)  # an earlier removal may have finished it already
+            if obj is None or not meta(obj).get("deletionTimestamp"):
                 continue
             if not any(k[2] == key[3] for k in self.objects):
                 ns_type = self.registry.find("", "v1", "namespaces")
