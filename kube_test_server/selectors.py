@@ -29,6 +29,7 @@ Where this knowingly differs from the real server is said at the place it happen
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -872,6 +873,8 @@ _BUILTIN: Final[dict[tuple[str, str], _BuiltinFields]] = {
 _JSON_PATH_STEP: Final = re.compile(r"\.([^.\[\]]+)|\[\s*'([^']*)'\s*\]|\[\s*\"([^\"]*)\"\s*\]")
 
 
+# field_values parses these for every object a list or watch event tests, from a CRD's few paths.
+@functools.lru_cache(maxsize=256)
 def _json_path_steps(json_path: str) -> tuple[str, ...] | None:
     """``.spec.color`` or ``.spec['a.b']`` as keys to walk; None for anything fancier (it then reads "")."""
     steps: list[str] = []
