@@ -306,6 +306,9 @@ class Registry:
                 return t
         return None
 
+    def in_version(self, group: str, version: str) -> list[ResourceType]:
+        return [t for t in self.types if t.group == group and t.version == version]
+
     def versions_of(self, group: str, plural: str) -> list[ResourceType]:
         return [t for t in self.types if t.group == group and t.plural == plural]
 
@@ -349,7 +352,7 @@ def _by_priority(versions: Iterable[str]) -> list[str]:
 
 def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any] | None:
     """``/api/v1`` or ``/apis/{group}/{version}``: an APIResourceList, subresources included."""
-    served = [t for t in registry.types if t.group == group and t.version == version]
+    served = registry.in_version(group, version)
     if not served:
         return None
     resources: list[dict[str, Any]] = []
@@ -367,13 +370,15 @@ def resource_list(registry: Registry, group: str, version: str) -> dict[str, Any
             entry["categories"] = list(t.categories)
         resources.append(entry)
         if t.status:
-            sub = {
-                "name": f"{t.plural}/status",
-                "singularName": "",
-                "namespaced": t.namespaced,
-                "kind": t.kind,
-            }
-            resources.append({**sub, "verbs": ["get", "patch", "update"]})
+            resources.append(
+                {
+                    "name": f"{t.plural}/status",
+                    "singularName": "",
+                    "namespaced": t.namespaced,
+                    "kind": t.kind,
+                    "verbs": ["get", "patch", "update"],
+                }
+            )
         if t.scale is not None:
             resources.append(
                 {
@@ -437,7 +442,7 @@ def openapi_group_version(registry: Registry, group: str, version: str) -> dict[
     No schemas: kubectl then validates on the server (``fieldValidation``), and falls back to its own
     compiled-in types to compute strategic merge patches.
     """
-    served = [t for t in registry.types if t.group == group and t.version == version]
+    served = registry.in_version(group, version)
     if not served:
         return None
     params = [
