@@ -77,10 +77,6 @@ class SimConfig:
         if self.warmup < 0:
             raise ValueError(f"warm-up must be 0 or more, not {self.warmup:g}")
 
-    @property
-    def mean_startup(self) -> float:
-        return (self.startup[0] + self.startup[1]) / 2
-
 
 class Replica:
     __slots__ = (

@@ -88,7 +88,7 @@ def contender(key: str, overrides: dict[str, Any] | None = None) -> Contender:
     raise ValueError(f"unknown autoscaler {key!r}; choose from {', '.join(POLICY_KEYS)}")
 
 
-def bound(case: Case, max_replicas: int = MAX_REPLICAS) -> Contender:
+def bound(case: Case) -> Contender:
     """The perfect-reaction reference for a burst case (its step or spike start)."""
     shape = case.shape
     at = shape.start if isinstance(shape, Step) else 0.0

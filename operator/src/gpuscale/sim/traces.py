@@ -153,10 +153,6 @@ class Trace:
         """GPU-seconds the trace needs: the replica-seconds no autoscaler can go below."""
         return float(self.jobs.sum())
 
-    @property
-    def mean_rate(self) -> float:
-        return self.requests / self.duration if self.duration > 0 else 0.0
-
 
 def poisson_arrivals(shape: Shape, duration: float, rng: np.random.Generator) -> FloatArray:
     peak = shape.peak
