@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -122,8 +123,8 @@ def _positive(value: float | None, flag: str, *, zero: bool = False) -> None:
 
 
 def build_traces(args: argparse.Namespace) -> list[Any]:
-    from gpuscale.sim.suite import CASES
-    from gpuscale.sim.traces import Diurnal, Jobs, Spike, Steady, Step, make_trace, read_replay
+    from gpuscale.sim.suite import CASES, traces_for
+    from gpuscale.sim.traces import Diurnal, Jobs, Spike, Steady, Step, read_replay
 
     if args.seeds < 1:
         raise UsageError(f"--seeds must be 1 or more, not {args.seeds}")
@@ -161,7 +162,7 @@ def build_traces(args: argparse.Namespace) -> list[Any]:
             sine.low if args.rate is None else args.rate, sine.high if args.peak is None else args.peak
         )
     duration = case.duration if args.duration is None else args.duration
-    return [make_trace(args.trace, shape, duration, jobs, args.seed + i) for i in range(args.seeds)]
+    return traces_for(replace(case, shape=shape, duration=duration), jobs, args.seed, args.seeds)
 
 
 def run(args: argparse.Namespace, prog: str = "gpuscale bench") -> int:
