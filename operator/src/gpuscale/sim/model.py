@@ -260,27 +260,29 @@ class Simulation:
         limit = self.config.max_queue
         if self.single or not self.ready:
             replica = self._pick()
-            if replica is None:
-                if limit is not None and len(self.queue) >= limit:
-                    self.rejected[index] = True
-                    return
+            if replica is not None:
+                self.outstanding += 1
+                self._serve(replica, index)
+            elif limit is not None and len(self.queue) >= limit:
+                self.rejected[index] = True
+            else:
                 self.outstanding += 1
                 self.queue.append(index)
-                return
-            self.outstanding += 1
-            self._serve(replica, index)
             return
-        replica = self.ready[self.rnd.randrange(len(self.ready))]
-        if replica.running < self.slots:
-            self._unidle(replica)
-            self.outstanding += 1
-            self._serve(replica, index)
-            return
-        if limit is not None and len(replica.queue) >= limit:
+        pod = self.ready[self.rnd.randrange(len(self.ready))]
+        if pod.running >= self.slots and limit is not None and len(pod.queue) >= limit:
             self.rejected[index] = True
             return
         self.outstanding += 1
-        replica.queue.append(index)
+        self._send(pod, index)
+
+    def _send(self, pod: Replica, index: int) -> None:
+        """Random routing: `index` runs on `pod` now if it has a slot free, else waits in its queue."""
+        if pod.running < self.slots:
+            self._unidle(pod)
+            self._serve(pod, index)
+        else:
+            pod.queue.append(index)
 
     def _pick(self) -> Replica | None:
         """The gateway's choice among free ready replicas (gpuscale_gateway.dispatch.Dispatcher.pick)."""
@@ -388,12 +390,7 @@ class Simulation:
             return
         waiting, self.queue = self.queue, deque()
         for index in waiting:  # held while no pod was ready; each now goes to a random pod
-            target = self.ready[self.rnd.randrange(len(self.ready))]
-            if target.running < self.slots:
-                self._unidle(target)
-                self._serve(target, index)
-            else:
-                target.queue.append(index)
+            self._send(self.ready[self.rnd.randrange(len(self.ready))], index)
         if replica.running == 0 and self.slots == 1:
             self.fresh.append(replica)
 
