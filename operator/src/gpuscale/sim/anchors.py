@@ -100,6 +100,10 @@ class HPA:
 
     def proposal(self, metric: float, status_replicas: int) -> int:
         """`GetObjectPerPodMetricReplicas` / `GetExternalPerPodMetricReplicas`."""
+        if status_replicas == 0:
+            # Scaled to 0 (minReplicas 0), Go's ratio is +Inf with load (outside the tolerance: this) and
+            # NaN without (NaN > tolerance is false: stay at 0, which this gives too). Python would raise.
+            return math.ceil(metric / self.target)
         ratio = metric / (self.target * status_replicas)
         if abs(1.0 - ratio) > self.tolerance:
             return math.ceil(metric / self.target)
