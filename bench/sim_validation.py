@@ -25,7 +25,7 @@ import numpy as np
 from gpuscale.control.loop import TickReport
 from gpuscale.control.service import LocalService
 from gpuscale.loadgen import generate
-from gpuscale.loadstats import LoadResult, percentiles
+from gpuscale.loadstats import LoadResult
 from gpuscale.sim.model import SimConfig, simulate
 from gpuscale.sim.policies import Gpuscale
 from gpuscale.sim.report import summarize
@@ -67,7 +67,6 @@ class RealRun:
     arrivals: list[float]  # seconds from the load's start, as sent
     result: LoadResult
     replica_seconds: float
-    end: float
     startups: list[float]
     reports: list[TickReport]
 
@@ -117,7 +116,7 @@ async def real_run() -> RealRun:
         spent = sum(stopped_initial) + (initial - len(stopped_initial)) * end
         spent += sum(min(stops.get(n, t0 + end) - t0, end) - (at - t0) for n, at in starts.items())
         arrivals = sorted([r.start for r in base.records] + [offset + r.start for r in extra.records])
-        return RealRun(arrivals, base.with_requests_of(extra), spent, end, startups, ours)
+        return RealRun(arrivals, base.with_requests_of(extra), spent, startups, ours)
 
     run: RealRun = await with_service(service(), body)
     return run
@@ -157,10 +156,9 @@ def simulate_like(real: RealRun, load: float) -> Pair:
         trace, lambda _lo, _hi, _n: Gpuscale(spec), config, spec.min_replicas, spec.max_replicas, initial=1
     )
     simulated = summarize("simulated", [run])
-    real_pct = percentiles([r.latency for r in real.result.ok()], (50, 95))
     summary = real.result.summary()
     return Pair(
-        real=dict(zip(FIGURES, (real_pct[50], real_pct[95], real.replica_seconds), strict=True)),
+        real=dict(zip(FIGURES, (summary["p50"], summary["p95"], real.replica_seconds), strict=True)),
         simulated=dict(zip(FIGURES, (simulated.p50, simulated.p95, simulated.replica_seconds), strict=True)),
         startups=real.startups,
         load=load,
