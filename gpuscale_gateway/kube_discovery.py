@@ -302,7 +302,6 @@ class KubeDiscovery:
         self._owned: set[str] = set()  # replicas this discovery put in the registry
         self._leaving: dict[str, Replica] = {}  # removed replicas still answering requests
         self._held_task: asyncio.Task[None] | None = None
-        self._failing = ""  # the last failure logged, so repeats are not logged again
 
     @classmethod
     def from_settings(cls, settings: GatewaySettings, env: Mapping[str, str] | None = None) -> KubeDiscovery:
@@ -357,21 +356,12 @@ class KubeDiscovery:
             client,
             self.path,
             self.selector,
+            name=f"pods in {self.namespace}",
+            meanwhile="replicas kept meanwhile",
             on_list=lambda pods: self._listed(registry, pods),
             on_event=lambda kind, pod: self._on_event(registry, kind, pod),
-            on_failure=self._failed,
             watch_seconds=self.watch_seconds,
         ).run()
-
-    def _failed(self, what: str, exc: Exception | None = None) -> None:
-        # One line per new kind of failure, not one per retry.
-        if what != self._failing:
-            self._failing = what
-            log.warning(
-                "pods in %s: %s; listing again (replicas kept meanwhile)", self.namespace, what, exc_info=exc
-            )
-        else:
-            log.debug("pods in %s: %s again", self.namespace, what)
 
     def _listed(self, registry: Registry, pods: list[dict[str, Any]]) -> None:
         """Reconcile with the pods just listed."""
@@ -386,9 +376,6 @@ class KubeDiscovery:
             self._sync(registry, name, "is gone or not ready")
         for name in wanted:
             self._sync(registry, name)
-        if self._failing:
-            log.info("pods in %s: listed again, %d ready", self.namespace, len(wanted))
-            self._failing = ""
 
     def _on_event(self, registry: Registry, kind: str, pod: dict[str, Any]) -> None:
         name = pod["metadata"]["name"]

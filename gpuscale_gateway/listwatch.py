@@ -42,9 +42,11 @@ class Expired(ApiError):
 
 class ListWatch:
     """Calls ``on_list`` with every matching object after each full list, and ``on_event`` with each
-    watch event's type (ADDED, MODIFIED, DELETED) and object; ``on_failure`` with a one-line reason
-    (and the exception, for one that is not the API's) before each retry. Callbacks run on the event
-    loop, between reads, so they see the objects in the order the API changed them."""
+    watch event's type (ADDED, MODIFIED, DELETED) and object; ``on_failure`` before each retry. Callbacks
+    run on the event loop, between reads, so they see the objects in the order the API changed them.
+
+    Failures are logged here, as ``name: reason; listing again (meanwhile)``: once per new kind of
+    failure rather than once per retry, and the next list that succeeds says so."""
 
     def __init__(
         self,
@@ -52,18 +54,23 @@ class ListWatch:
         path: str,
         selector: str,
         *,
+        name: str,
+        meanwhile: str,
         on_list: Callable[[list[Obj]], None],
         on_event: Callable[[str, Obj], None],
-        on_failure: Callable[[str, Exception | None], None],
+        on_failure: Callable[[], None] | None = None,
         watch_seconds: int = WATCH_SECONDS,
     ) -> None:
         self.client = client
         self.path = path
         self.selector = selector
+        self.name = name
+        self.meanwhile = meanwhile
         self.on_list = on_list
         self.on_event = on_event
         self.on_failure = on_failure
         self.watch_seconds = watch_seconds
+        self._failing = ""  # the last failure logged, so a retry that fails alike is not logged again
 
     async def run(self) -> None:
         backoff = MIN_BACKOFF_SECONDS
@@ -80,14 +87,23 @@ class ListWatch:
                 log.debug("%s: resourceVersion expired; listing again", self.path)
                 continue
             except ApiError as exc:
-                self.on_failure(f"the API answered {exc}", None)
+                self._failed(f"the API answered {exc}", None)
             except (httpx.HTTPError, ValueError) as exc:  # ValueError: a line that is not JSON
-                self.on_failure(f"{type(exc).__name__}: {exc}", None)
+                self._failed(f"{type(exc).__name__}: {exc}", None)
             except Exception as exc:
                 # An object shaped unlike any the API serves, or a bug in a callback: keep going.
-                self.on_failure(f"{type(exc).__name__}: {exc}", exc)
+                self._failed(f"{type(exc).__name__}: {exc}", exc)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, MAX_BACKOFF_SECONDS)
+
+    def _failed(self, what: str, exc: Exception | None) -> None:
+        if self.on_failure is not None:
+            self.on_failure()
+        if what != self._failing:
+            self._failing = what
+            log.warning("%s: %s; listing again (%s)", self.name, what, self.meanwhile, exc_info=exc)
+        else:
+            log.debug("%s: %s again", self.name, what)
 
     async def _get_json(self, params: dict[str, str]) -> Any:
         response = await self.client.get(self.path, params=params)
@@ -107,6 +123,9 @@ class ListWatch:
                 break
             params = {**params, "continue": metadata["continue"]}
         self.on_list(items)
+        if self._failing:
+            log.info("%s: listed again, %d", self.name, len(items))
+            self._failing = ""
         return str(metadata.get("resourceVersion") or "")
 
     async def _watch(self, version: str) -> tuple[str, bool]:

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,8 +22,6 @@ from typing import Any
 from gpuscale.kube.client import Credentials, KubeClient, path
 from gpuscale.kube.objects import APP_NAME, COMPONENT_LABEL, NAME_LABEL
 from gpuscale_gateway.listwatch import ListWatch
-
-log = logging.getLogger(__name__)
 
 Obj = dict[str, Any]
 
@@ -46,14 +43,10 @@ class Kind:
     name: str
     objects: dict[str, Obj] = field(default_factory=dict)
     synced: bool = False
-    _failing: str = ""  # the last failure logged, so a retry that fails alike is not logged again
 
     def listed(self, items: list[Obj]) -> None:
         self.objects = {o["metadata"]["name"]: o for o in items}
         self.synced = True
-        if self._failing:
-            log.info("%s: listed again, %d", self.name, len(self.objects))
-            self._failing = ""
 
     def changed(self, kind: str, obj: Obj) -> None:
         name = obj["metadata"]["name"]
@@ -62,15 +55,8 @@ class Kind:
         else:
             self.objects[name] = obj
 
-    def failed(self, why: str, exc: Exception | None) -> None:
+    def failed(self) -> None:
         self.synced = False  # missed events: the loops read the API until the next list
-        if why != self._failing:
-            self._failing = why
-            log.warning(
-                "%s: %s; listing again (the loops read the API meanwhile)", self.name, why, exc_info=exc
-            )
-        else:
-            log.debug("%s: %s again", self.name, why)
 
 
 class NamespaceCache:
@@ -92,6 +78,8 @@ class NamespaceCache:
                 self.client.http,
                 url,
                 MODEL_SELECTOR,
+                name=kind.name,
+                meanwhile="the loops read the API meanwhile",
                 on_list=kind.listed,
                 on_event=kind.changed,
                 on_failure=kind.failed,
