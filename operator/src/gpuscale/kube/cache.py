@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gpuscale.kube.client import Credentials, KubeClient, path
-from gpuscale.kube.objects import APP_NAME, COMPONENT_LABEL, NAME_LABEL
+from gpuscale.kube.objects import APP_NAME, COMPONENT_LABEL, INSTANCE_LABEL, NAME_LABEL
 from gpuscale_gateway.listwatch import ListWatch
 
 Obj = dict[str, Any]
@@ -29,34 +29,61 @@ Obj = dict[str, Any]
 MODEL_SELECTOR = f"{NAME_LABEL}={APP_NAME},{COMPONENT_LABEL}=model"
 
 
+def _terms(selector: str) -> dict[str, str]:
+    return dict(term.split("=", 1) for term in selector.split(",") if term)
+
+
+def _holds(obj: Mapping[str, Any], terms: Mapping[str, str]) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return all(labels.get(key) == value for key, value in terms.items())
+
+
 def matches(obj: Mapping[str, Any], selector: str) -> bool:
     """Whether the object's labels hold every ``key=value`` of an equality-based ``selector``."""
-    labels = (obj.get("metadata") or {}).get("labels") or {}
-    terms = (term.split("=", 1) for term in selector.split(",") if term)
-    return all(labels.get(key) == value for key, value in terms)
+    return _holds(obj, _terms(selector))
+
+
+def _instance(obj: Mapping[str, Any]) -> str:
+    return str(((obj.get("metadata") or {}).get("labels") or {}).get(INSTANCE_LABEL, ""))
 
 
 @dataclass
 class Kind:
-    """One kind's objects by name, as the watch last said; synced while the last list stands."""
+    """One kind's objects by name, as the watch last said; synced while the last list stands. Also by
+    service (the instance label): each service's loop asks for its own every tick, and scanning every
+    model pod in the namespace for each of them would cost services x pods per tick."""
 
     name: str
     objects: dict[str, Obj] = field(default_factory=dict)
+    by_instance: dict[str, dict[str, Obj]] = field(default_factory=dict)
     synced: bool = False
 
     def listed(self, items: list[Obj]) -> None:
-        self.objects = {o["metadata"]["name"]: o for o in items}
+        self.objects, self.by_instance = {}, {}
+        for obj in items:
+            self._keep(obj)
         self.synced = True
 
     def changed(self, kind: str, obj: Obj) -> None:
-        name = obj["metadata"]["name"]
-        if kind == "DELETED":
-            self.objects.pop(name, None)
-        else:
-            self.objects[name] = obj
+        self._forget(obj["metadata"]["name"])
+        if kind != "DELETED":
+            self._keep(obj)
 
     def failed(self) -> None:
         self.synced = False  # missed events: the loops read the API until the next list
+
+    def _keep(self, obj: Obj) -> None:
+        name = obj["metadata"]["name"]
+        self.objects[name] = obj
+        self.by_instance.setdefault(_instance(obj), {})[name] = obj
+
+    def _forget(self, name: str) -> None:
+        old = self.objects.pop(name, None)
+        if old is not None:
+            peers = self.by_instance[_instance(old)]
+            del peers[name]
+            if not peers:
+                del self.by_instance[_instance(old)]
 
 
 class NamespaceCache:
@@ -94,7 +121,10 @@ class NamespaceCache:
         return self.deployments.objects.get(name)
 
     def pods_matching(self, selector: str) -> list[Obj]:
-        return [p for p in self.pods.objects.values() if matches(p, selector)]
+        terms = _terms(selector)
+        instance = terms.get(INSTANCE_LABEL)
+        pods = self.pods.objects if instance is None else self.pods.by_instance.get(instance, {})
+        return [p for p in pods.values() if _holds(p, terms)]
 
     async def close(self) -> None:
         for task in self._tasks:
