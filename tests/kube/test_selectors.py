@@ -43,6 +43,7 @@ PREFIX_RULE = (
 )
 OPERATORS = "in, notin, =, ==, !=, gt, lt"
 LONG = "a" * 64
+LONG_AND_BAD = "-" + "a" * 63
 
 
 def bad_request(call: Any, *args: Any, **kwargs: Any) -> ApiError:
@@ -229,6 +230,18 @@ INVALID: list[tuple[str, str]] = [
         "unable to parse requirement: [values[0]: Invalid value: \"-a\": for 'Gt', 'Lt' operators, the value "
         f'must be an integer, values[0][x]: Invalid value: "-a": {VALUE_RULE}]',
     ),
+    # A gt bound beyond int64 is not an integer.
+    (
+        "x>99999999999999999999",
+        'unable to parse requirement: values[0]: Invalid value: "99999999999999999999": '
+        "for 'Gt', 'Lt' operators, the value must be an integer",
+    ),
+    # Several rules broken by one value are joined with semicolons.
+    (
+        f"a={LONG_AND_BAD}",
+        f'unable to parse requirement: values[0][a]: Invalid value: "{LONG_AND_BAD}": '
+        f"must be no more than 63 bytes; {VALUE_RULE}",
+    ),
 ]
 
 
@@ -236,23 +249,6 @@ INVALID: list[tuple[str, str]] = [
 def test_label_selector_errors_are_400_with_the_real_wording(text: str, message: str) -> None:
     err = bad_request(LabelSelector.parse, text)
     assert err.message == message
-
-
-def test_a_gt_bound_beyond_int64_is_not_an_integer() -> None:
-    err = bad_request(LabelSelector.parse, "x>99999999999999999999")
-    assert err.message == (
-        'unable to parse requirement: values[0]: Invalid value: "99999999999999999999": '
-        "for 'Gt', 'Lt' operators, the value must be an integer"
-    )
-
-
-def test_several_rules_broken_by_one_value_are_joined_with_semicolons() -> None:
-    long_and_bad = "-" + "a" * 63
-    err = bad_request(LabelSelector.parse, f"a={long_and_bad}")
-    assert err.message == (
-        f'unable to parse requirement: values[0][a]: Invalid value: "{long_and_bad}": '
-        f"must be no more than 63 bytes; {VALUE_RULE}"
-    )
 
 
 @pytest.mark.parametrize(
