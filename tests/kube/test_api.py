@@ -18,6 +18,8 @@ from tests.kube.conftest import WIDGETS_CRD, deployment, status_of, widget
 MERGE = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 STRATEGIC = "application/strategic-merge-patch+json"
+# The leading arguments (group, version, namespace, plural) of the client's calls on the test CRD's widgets.
+WIDGETS = ("example.com", "v1", "default", "widgets")
 
 
 def cm(name: str, **labels: str) -> dict[str, Any]:
@@ -70,9 +72,7 @@ def test_a_crd_created_through_the_api_becomes_served(
     assert served["widgets"]["namespaced"] is True
     assert served["widgets"]["shortNames"] == ["wd"]
     assert {"widgets/status", "widgets/scale"} <= set(served)
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", widget("w1")
-    )
+    client.CustomObjectsApi(api).create_namespaced_custom_object(*WIDGETS, widget("w1"))
     ext.delete_custom_resource_definition("widgets.example.com")
     assert kube_http.get("/apis/example.com/v1").status_code == 404
     assert kube_http.get("/apis/example.com/v1/namespaces/default/widgets/w1").status_code == 404
@@ -151,24 +151,16 @@ def test_update_needs_a_fresh_resource_version_and_custom_resources_need_one(
     assert (code, status["reason"]) == (409, "Conflict")
     assert "the object has been modified" in status["message"]
     custom = client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object("example.com", "v1", "default", "widgets", widget("w"))
-    code, status = failure(
-        custom.replace_namespaced_custom_object,
-        "example.com",
-        "v1",
-        "default",
-        "widgets",
-        "w",
-        widget("w", color="blue"),
-    )
+    custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
+    code, status = failure(custom.replace_namespaced_custom_object, *WIDGETS, "w", widget("w", color="blue"))
     assert (code, status["reason"]) == (422, "Invalid")
     assert status["details"]["causes"][0]["field"] == "metadata.resourceVersion"
 
 
 def test_generation_moves_on_spec_changes_only(api: client.ApiClient, widgets: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api)
-    args = ("example.com", "v1", "default", "widgets", "w")
-    custom.create_namespaced_custom_object(*args[:4], widget("w"))
+    args = (*WIDGETS, "w")
+    custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
 
     def generation() -> int:
         got = custom.get_namespaced_custom_object(*args)
@@ -198,8 +190,8 @@ def test_generation_moves_on_spec_changes_only(api: client.ApiClient, widgets: d
 
 def test_status_subresource_splits_the_writes(api: client.ApiClient, widgets: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api)
-    args = ("example.com", "v1", "default", "widgets", "w")
-    created = custom.create_namespaced_custom_object(*args[:4], {**widget("w"), "status": {"replicas": 9}})
+    args = (*WIDGETS, "w")
+    created = custom.create_namespaced_custom_object(*WIDGETS, {**widget("w"), "status": {"replicas": 9}})
     assert "status" not in created  # ignored on create, as with the real status subresource
     custom.patch_namespaced_custom_object(
         *args, {"spec": {"color": "blue"}, "status": {"replicas": 5}}, _content_type=MERGE
@@ -214,15 +206,14 @@ def test_status_subresource_splits_the_writes(api: client.ApiClient, widgets: di
 
 def test_schema_validation_defaults_and_cel(api: client.ApiClient, widgets: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api)
-    args = ("example.com", "v1", "default", "widgets")
     made = custom.create_namespaced_custom_object(
-        *args, {**widget("w"), "extra": 1, "spec": {"color": "red", "unknown": 2}}
+        *WIDGETS, {**widget("w"), "extra": 1, "spec": {"color": "red", "unknown": 2}}
     )
     assert made["spec"] == {"color": "red", "replicas": 1, "minSize": 1, "maxSize": 4}  # defaulted and pruned
     assert "extra" not in made
     code, status = failure(
         custom.create_namespaced_custom_object,
-        *args,
+        *WIDGETS,
         {**widget("bad"), "spec": {"color": "green", "replicas": 11}},
     )
     assert code == 422
@@ -233,13 +224,15 @@ def test_schema_validation_defaults_and_cel(api: client.ApiClient, widgets: dict
     )
     # As the real server: CEL rules wait until the schema errors are fixed, and it says so.
     assert "some validation rules were not checked" in status["message"]
-    code, status = failure(custom.create_namespaced_custom_object, *args, {**widget("x"), "spec": {}})
+    code, status = failure(custom.create_namespaced_custom_object, *WIDGETS, {**widget("x"), "spec": {}})
     assert status["details"]["causes"][0] == {
         "reason": "FieldValueRequired",
         "message": "Required value",
         "field": "spec.color",
     }
-    code, status = failure(custom.create_namespaced_custom_object, *args, widget("y", minSize=5, maxSize=2))
+    code, status = failure(
+        custom.create_namespaced_custom_object, *WIDGETS, widget("y", minSize=5, maxSize=2)
+    )
     assert code == 422
     assert "minSize must not exceed maxSize" in status["message"]
 
@@ -249,8 +242,8 @@ def test_schema_validation_defaults_and_cel(api: client.ApiClient, widgets: dict
 
 def test_json_patch_test_op_guards_like_kopf_expects(api: client.ApiClient, widgets: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api)
-    args = ("example.com", "v1", "default", "widgets", "w")
-    made = custom.create_namespaced_custom_object(*args[:4], widget("w"))
+    args = (*WIDGETS, "w")
+    made = custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
     version = made["metadata"]["resourceVersion"]
     add = [
         {"op": "test", "path": "/metadata/resourceVersion", "value": version},
@@ -277,13 +270,10 @@ def test_strategic_merge_patch_merges_containers_and_env_by_name(
     assert [(e.name, e.value) for e in container.env] == [("A", "1"), ("B", "3")]
     assert container.image == "app:1"
     custom = client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object("example.com", "v1", "default", "widgets", widget("w"))
+    custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
     code, status = failure(
         custom.patch_namespaced_custom_object,
-        "example.com",
-        "v1",
-        "default",
-        "widgets",
+        *WIDGETS,
         "w",
         {"spec": {"color": "blue"}},
         _content_type=STRATEGIC,
@@ -311,10 +301,8 @@ def test_the_clients_default_patch_types_work(api: client.ApiClient, widgets: di
     core.create_namespaced_config_map("default", cm("a"))
     assert core.patch_namespaced_config_map("a", "default", {"data": {"k": "2"}}).data == {"k": "2"}
     custom = client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object("example.com", "v1", "default", "widgets", widget("w"))
-    patched = custom.patch_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", "w", {"spec": {"color": "blue"}}
-    )
+    custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
+    patched = custom.patch_namespaced_custom_object(*WIDGETS, "w", {"spec": {"color": "blue"}})
     assert patched["spec"]["color"] == "blue"
     answer = httpx.patch(
         f"{api.configuration.host}/api/v1/namespaces/default/configmaps/a",
@@ -338,8 +326,8 @@ def test_scale_subresource_of_a_deployment_and_a_custom_resource(
     apps.patch_namespaced_deployment_scale("web", "default", {"spec": {"replicas": 5}}, _content_type=MERGE)
     assert apps.read_namespaced_deployment("web", "default").spec.replicas == 5
     custom = client.CustomObjectsApi(api)
-    args = ("example.com", "v1", "default", "widgets", "w")
-    custom.create_namespaced_custom_object(*args[:4], widget("w", replicas=1))
+    args = (*WIDGETS, "w")
+    custom.create_namespaced_custom_object(*WIDGETS, widget("w", replicas=1))
     custom.patch_namespaced_custom_object_status(
         *args, {"status": {"replicas": 1, "selector": "app=w"}}, _content_type=MERGE
     )
@@ -376,28 +364,17 @@ def test_label_and_field_selectors(api: client.ApiClient) -> None:
 
 def test_a_crds_selectable_fields_select_over_http(api: client.ApiClient, widgets: dict[str, Any]) -> None:
     custom = client.CustomObjectsApi(api)
-    custom.create_namespaced_custom_object("example.com", "v1", "default", "widgets", widget("r"))
-    custom.create_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", widget("b", color="blue")
-    )
+    custom.create_namespaced_custom_object(*WIDGETS, widget("r"))
+    custom.create_namespaced_custom_object(*WIDGETS, widget("b", color="blue"))
 
     def names(selector: str) -> list[str]:
-        found = custom.list_namespaced_custom_object(
-            "example.com", "v1", "default", "widgets", field_selector=selector
-        )
+        found = custom.list_namespaced_custom_object(*WIDGETS, field_selector=selector)
         return [i["metadata"]["name"] for i in found["items"]]
 
     assert names("spec.color=blue") == ["b"]
     assert names("spec.color!=blue,metadata.name=r") == ["r"]
     # Only the fields the CRD lists: spec.replicas is in the schema but not selectable.
-    code, status = failure(
-        custom.list_namespaced_custom_object,
-        "example.com",
-        "v1",
-        "default",
-        "widgets",
-        field_selector="spec.replicas=1",
-    )
+    code, status = failure(custom.list_namespaced_custom_object, *WIDGETS, field_selector="spec.replicas=1")
     assert code == 400
     assert status["message"] == "field label not supported: spec.replicas"
 
@@ -553,11 +530,9 @@ def test_every_request_is_recorded_in_rbac_terms(
     core = client.CoreV1Api(api)
     core.create_namespaced_config_map("default", cm("a"))
     core.list_config_map_for_all_namespaces()
-    client.CustomObjectsApi(api).create_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", widget("w")
-    )
+    client.CustomObjectsApi(api).create_namespaced_custom_object(*WIDGETS, widget("w"))
     client.CustomObjectsApi(api).patch_namespaced_custom_object_status(
-        "example.com", "v1", "default", "widgets", "w", {"status": {"replicas": 1}}, _content_type=MERGE
+        *WIDGETS, "w", {"status": {"replicas": 1}}, _content_type=MERGE
     )
     core.delete_namespaced_config_map("a", "default")
     assert kube.evidence == [
@@ -626,16 +601,14 @@ def test_owner_reference_cascade(
 ) -> None:
     custom = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
-    owner = custom.create_namespaced_custom_object("example.com", "v1", "default", "widgets", widget("w"))
+    owner = custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
     core.create_namespaced_config_map("default", owned("child", owner))
-    custom.delete_namespaced_custom_object(
-        "example.com", "v1", "default", "widgets", "w", propagation_policy=policy
-    )
+    custom.delete_namespaced_custom_object(*WIDGETS, "w", propagation_policy=policy)
     children = [i.metadata for i in core.list_namespaced_config_map("default").items]
     assert [c.name for c in children] == (["child"] if survives else [])
     if survives:
         assert not children[0].owner_references
-    code, _ = failure(custom.get_namespaced_custom_object, "example.com", "v1", "default", "widgets", "w")
+    code, _ = failure(custom.get_namespaced_custom_object, *WIDGETS, "w")
     assert code == 404
 
 
@@ -736,8 +709,8 @@ def test_foreground_deletion_waits_for_a_held_dependent(
 ) -> None:
     custom = client.CustomObjectsApi(api)
     core = client.CoreV1Api(api)
-    args = ("example.com", "v1", "default", "widgets", "w")
-    owner = custom.create_namespaced_custom_object(*args[:4], widget("w"))
+    args = (*WIDGETS, "w")
+    owner = custom.create_namespaced_custom_object(*WIDGETS, widget("w"))
     child = owned("child", owner)
     child["metadata"]["finalizers"] = ["x/hold"]
     core.create_namespaced_config_map("default", child)
