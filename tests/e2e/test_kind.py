@@ -28,6 +28,7 @@ import yaml
 from gpuscale.kube import objects
 from gpuscale.spec import GpuInferenceService, parse_service
 
+from tests.conftest import free_port
 from tests.e2e import cluster
 from tests.e2e.cluster import NAMESPACE, Kube
 
@@ -123,7 +124,7 @@ def service(kube: Kube) -> Iterator[str]:
 @contextlib.contextmanager
 def port_forward(kube: Kube, target: str, remote_port: int, log: Path) -> Iterator[str]:
     """`kubectl port-forward` to the Service on a free local port, until the model answers through it."""
-    port = cluster.free_port()
+    port = free_port("127.0.0.1")
     kubectl = cluster.tool("kubectl") or "kubectl"
     with log.open("w") as errors:
         proc = subprocess.Popen(
