@@ -4,8 +4,6 @@ trusted; and the backend's guard that a cache not yet showing our own scale writ
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Callable
 from typing import Any
 
 import httpx
@@ -15,6 +13,7 @@ from gpuscale.kube.cache import Caches, NamespaceCache, matches
 from gpuscale.kube.client import Credentials, KubeClient
 
 from kube_test_server.server import KubeTestServer
+from tests.conftest import wait_for
 
 NS = "default"
 MODEL = {"app.kubernetes.io/name": "gpuscale", "app.kubernetes.io/component": "model"}
@@ -51,13 +50,6 @@ def deployment(name: str, replicas: int) -> dict[str, Any]:
     }
 
 
-async def eventually(check: Callable[[], bool], within: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + within
-    while not check():
-        assert asyncio.get_running_loop().time() < deadline, "not within the time"
-        await asyncio.sleep(0.02)
-
-
 def test_equality_selectors_match_labels() -> None:
     obj = {"metadata": {"labels": {"a": "1", "b": "2"}}}
     assert matches(obj, "a=1")
@@ -73,14 +65,14 @@ async def test_it_lists_follows_and_sees_only_model_objects(kube_server: KubeTes
     cache = NamespaceCache(KubeClient(Credentials(kube_server.url)), NS)
     cache.start()
     try:
-        await eventually(lambda: cache.synced)
+        await wait_for(lambda: cache.synced)
         assert set(cache.pods.objects) == {"a-1"}  # the server applied the selector: no "gw"
         deployment_a = cache.deployment("a-model")
         assert deployment_a is not None
         assert deployment_a["spec"]["replicas"] == 1
 
         kube_server.apply(pod("a-2", "a"), pod("b-1", "b"))
-        await eventually(lambda: {"a-1", "a-2", "b-1"} <= cache.pods.objects.keys())
+        await wait_for(lambda: {"a-1", "a-2", "b-1"} <= cache.pods.objects.keys())
         selector = "app.kubernetes.io/instance=a,app.kubernetes.io/component=model"
         assert {p["metadata"]["name"] for p in cache.pods_matching(selector)} == {"a-1", "a-2"}
 
@@ -92,13 +84,13 @@ async def test_it_lists_follows_and_sees_only_model_objects(kube_server: KubeTes
             )
             assert scaled.status_code == 200
             assert (await http.delete(f"/api/v1/namespaces/{NS}/pods/a-1")).status_code == 200
-        await eventually(lambda: (cache.deployment("a-model") or {}).get("spec", {}).get("replicas") == 3)
-        await eventually(lambda: "a-1" not in cache.pods.objects)
+        await wait_for(lambda: (cache.deployment("a-model") or {}).get("spec", {}).get("replicas") == 3)
+        await wait_for(lambda: "a-1" not in cache.pods.objects)
 
         # A dropped watch relists; what changed meanwhile is seen.
         assert kube_server.drop_watches() >= 2
         kube_server.apply(pod("a-3", "a"))
-        await eventually(lambda: "a-3" in cache.pods.objects)
+        await wait_for(lambda: "a-3" in cache.pods.objects)
     finally:
         await cache.close()
 
@@ -108,12 +100,12 @@ async def test_a_list_refused_makes_it_unsynced_until_it_lists_again(kube_server
     cache = NamespaceCache(KubeClient(Credentials(kube_server.url)), NS)
     cache.start()
     try:
-        await eventually(lambda: cache.synced)
+        await wait_for(lambda: cache.synced)
         fault = kube_server.inject_fault(403, method="GET", path="/pods$", times=-1, reason="Forbidden")
         kube_server.drop_watches()
-        await eventually(lambda: not cache.synced)
+        await wait_for(lambda: not cache.synced)
         fault.times = 1  # one more refusal, then it is gone
-        await eventually(lambda: cache.synced, within=10)
+        await wait_for(lambda: cache.synced, within=10)
     finally:
         await cache.close()
 
