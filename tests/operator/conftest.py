@@ -97,6 +97,17 @@ async def load(url: str, clients: int, seconds: float) -> list[int]:
     return codes
 
 
+def selector(name: str, component: str) -> str:
+    """The label selector of one component's pods (model or gateway) of the service `name`."""
+    return f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
+
+
+def gateway_url(harness: Harness, name: str) -> str:
+    """The URL of the service's one gateway pod."""
+    (pod,) = harness.pods(selector(name, "gateway"))
+    return f"http://{pod['status']['podIP']}:8080"
+
+
 def wait_ready(harness: Harness, name: str, scaling: bool = True, timeout: float = 30) -> None:
     """Until the service is Ready and (unless not `scaling`) ScalingActive."""
     wait_until(lambda: condition(harness.service(name), "Ready").get("status") == "True", timeout)

@@ -11,23 +11,36 @@ from gpuscale.kube.objects import DELETION_COST
 from prometheus_client import REGISTRY
 
 from tests.conftest import condition, wait_until
-from tests.operator.conftest import NS, Harness, load, run_operator, sleep_service, wait_ready
+from tests.operator.conftest import (
+    CRS,
+    DEPLOYMENTS,
+    NS,
+    Harness,
+    gateway_url,
+    load,
+    run_operator,
+    selector,
+    sleep_service,
+    wait_ready,
+)
 
-MODEL = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=model"
-GATEWAY = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=gateway"
+MODEL = selector("sleep", "model")
 
 
 def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harness) -> None:
     with run_operator() as runner:
         harness.kube.apply(sleep_service())
-        deploy = f"/apis/apps/v1/namespaces/{NS}/deployments"
         wait_until(
-            lambda: harness.exists(f"{deploy}/sleep-model") and harness.exists(f"{deploy}/sleep-gateway"), 20
+            lambda: (
+                harness.exists(f"{DEPLOYMENTS}/sleep-model")
+                and harness.exists(f"{DEPLOYMENTS}/sleep-gateway")
+            ),
+            20,
         )
         uid = harness.service("sleep")["metadata"]["uid"]
         for path in (
-            f"{deploy}/sleep-model",
-            f"{deploy}/sleep-gateway",
+            f"{DEPLOYMENTS}/sleep-model",
+            f"{DEPLOYMENTS}/sleep-gateway",
             f"/api/v1/namespaces/{NS}/services/sleep",
             f"/api/v1/namespaces/{NS}/serviceaccounts/sleep-gateway",
             f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}/roles/sleep-gateway",
@@ -35,19 +48,16 @@ def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harn
             owners = harness.get(path)["metadata"]["ownerReferences"]
             assert [o["uid"] for o in owners] == [uid], path
         wait_ready(harness, "sleep")
-        (gateway_pod,) = harness.pods(GATEWAY)
-        gateway_url = f"http://{gateway_pod['status']['podIP']}:8080"
-
-        codes = asyncio.run(load(gateway_url, clients=4, seconds=6))
+        codes = asyncio.run(load(gateway_url(harness, "sleep"), clients=4, seconds=6))
         assert codes
         assert set(codes) == {200}
-        scaled = harness.get(f"{deploy}/sleep-model")["spec"]["replicas"]
+        scaled = harness.get(f"{DEPLOYMENTS}/sleep-model")["spec"]["replicas"]
         assert scaled > 1
         reasons = {e["reason"] for e in harness.events("sleep")}
         assert "ScaledUp" in reasons
 
         # Idle now: the replicas go, each marked cheapest to delete before the Deployment shrinks.
-        wait_until(lambda: harness.get(f"{deploy}/sleep-model")["spec"]["replicas"] == 1, 40)
+        wait_until(lambda: harness.get(f"{DEPLOYMENTS}/sleep-model")["spec"]["replicas"] == 1, 40)
         assert "ScaledDown" in {e["reason"] for e in harness.events("sleep")}
         # Exactly the pods marked cheapest to delete went, and the one left was never marked.
         marked = {
@@ -70,9 +80,9 @@ def test_a_service_scales_up_under_load_and_down_through_idle_pods(harness: Harn
         assert REGISTRY.get_sample_value("gpuscale_operator_desired_replicas", labels) == 1
         wait_until(lambda: REGISTRY.get_sample_value("gpuscale_operator_ready_replicas", labels) == 1, 10)
 
-        harness.http.delete(f"/apis/gpuscale.io/v1alpha1/namespaces/{NS}/gpuinferenceservices/sleep")
-        wait_until(lambda: not harness.exists(f"{deploy}/sleep-model"), 20)
-        assert not harness.exists(f"{deploy}/sleep-gateway")
+        harness.http.delete(f"{CRS}/sleep")
+        wait_until(lambda: not harness.exists(f"{DEPLOYMENTS}/sleep-model"), 20)
+        assert not harness.exists(f"{DEPLOYMENTS}/sleep-gateway")
         assert not harness.exists(f"/api/v1/namespaces/{NS}/services/sleep")
         # The loop ended with the service, and its series with it.
         desired = "gpuscale_operator_desired_replicas"
@@ -103,7 +113,7 @@ def test_a_spec_the_operator_cannot_use_is_a_condition_and_an_event(harness: Har
         ready = condition(harness.service("bad"), "Ready")
         assert "spec.template.env[2].name" in str(ready["message"])
         assert "InvalidSpec" in {e["reason"] for e in harness.events("bad")}
-        assert not harness.exists(f"/apis/apps/v1/namespaces/{NS}/deployments/bad-model")
+        assert not harness.exists(f"{DEPLOYMENTS}/bad-model")
     assert runner.exception is None
 
 
@@ -125,13 +135,13 @@ def test_pods_that_fit_no_node_say_so(harness: Harness) -> None:
 def test_without_a_gateway_the_pods_own_gauges_drive_the_scaling(harness: Harness) -> None:
     direct = sleep_service("direct")
     direct["spec"]["gateway"] = {"enabled": False}
-    deploy = f"/apis/apps/v1/namespaces/{NS}/deployments/direct-model"
+    deploy = f"{DEPLOYMENTS}/direct-model"
     with run_operator() as runner:
         harness.kube.apply(direct)
         wait_until(lambda: condition(harness.service("direct"), "ScalingActive").get("status") == "True", 30)
         assert condition(harness.service("direct"), "ScalingActive")["reason"] == "ObservingPods"
-        assert not harness.exists(f"/apis/apps/v1/namespaces/{NS}/deployments/direct-gateway")
-        (pod,) = harness.pods("app.kubernetes.io/instance=direct,app.kubernetes.io/component=model")
+        assert not harness.exists(f"{DEPLOYMENTS}/direct-gateway")
+        (pod,) = harness.pods(selector("direct", "model"))
         port = direct["spec"]["port"]
         # Four clients on the one pod: three wait in its own queue, which its gauges report.
         codes = asyncio.run(load(f"http://{pod['status']['podIP']}:{port}", clients=4, seconds=4))

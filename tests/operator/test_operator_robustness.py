@@ -26,8 +26,10 @@ from tests.operator.conftest import (
     DEPLOYMENTS,
     NS,
     Harness,
+    gateway_url,
     load,
     run_operator,
+    selector,
     sleep_service,
     stopped_cleanly,
     wait_ready,
@@ -52,10 +54,6 @@ def harness(harness: Harness) -> Iterator[Harness]:
 # --- helpers --------------------------------------------------------------------------------------------
 
 
-def selector(name: str, component: str) -> str:
-    return f"app.kubernetes.io/instance={name},app.kubernetes.io/component={component}"
-
-
 def model(harness: Harness, name: str) -> Obj:
     return harness.get(f"{DEPLOYMENTS}/{name}-model")
 
@@ -68,11 +66,6 @@ def model_replicas(harness: Harness, name: str) -> int:
 def replicasets(harness: Harness, name: str) -> list[Obj]:
     items: list[Obj] = harness.get(f"{REPLICASETS}?labelSelector={selector(name, 'model')}")["items"]
     return items
-
-
-def gateway_url(harness: Harness, name: str) -> str:
-    (pod,) = harness.pods(selector(name, "gateway"))
-    return f"http://{pod['status']['podIP']}:8080"
 
 
 def deployment_writes(harness: Harness) -> list[Any]:

@@ -39,8 +39,10 @@ from tests.operator.conftest import (
     DEPLOYMENTS,
     NS,
     Harness,
+    gateway_url,
     load,
     run_operator,
+    selector,
     sleep_service,
     stopped_cleanly,
 )
@@ -52,7 +54,6 @@ CLUSTER_ROLE_FILE = ROOT / "deploy" / "rbac" / "operator-clusterrole.yaml"
 ROLE_FILE = ROOT / "deploy" / "rbac" / "operator-role.yaml"
 
 OPERATOR, GATEWAY, TEST = "Bearer kube-test-server", "Bearer gateway", "Bearer test"
-GATEWAY_PODS = "app.kubernetes.io/instance=sleep,app.kubernetes.io/component=gateway"
 RBAC = f"/apis/rbac.authorization.k8s.io/v1/namespaces/{NS}"
 LABEL = "app.kubernetes.io/managed-by"
 
@@ -170,8 +171,7 @@ def life_cycle(harness: Harness) -> None:
     service = sleep_service(stableWindowSeconds=2, burstWindowSeconds=1, scaleDownDelaySeconds=1)
     harness.http.post(CRS, json=service).raise_for_status()
     wait_until(lambda: condition(harness.service("sleep"), "ScalingActive").get("status") == "True", 30)
-    (pod,) = harness.pods(GATEWAY_PODS)
-    codes = asyncio.run(load(f"http://{pod['status']['podIP']}:8080", clients=4, seconds=3))
+    codes = asyncio.run(load(gateway_url(harness, "sleep"), clients=4, seconds=3))
     assert set(codes) == {200}
     assert replicas() > 1
     wait_until(lambda: replicas() == 1, 20)
@@ -194,7 +194,7 @@ def life_cycle(harness: Harness) -> None:
     harness.merge_patch(f"{CRS}/sleep", {"spec": {"gateway": {"enabled": False}}}).raise_for_status()
     wait_until(lambda: not harness.exists(f"{DEPLOYMENTS}/sleep-gateway"), 10)
     wait_until(lambda: not harness.exists(f"/api/v1/namespaces/{NS}/serviceaccounts/sleep-gateway"), 10)
-    wait_until(lambda: not harness.pods(GATEWAY_PODS), 20)
+    wait_until(lambda: not harness.pods(selector("sleep", "gateway")), 20)
 
     harness.http.delete(f"{CRS}/sleep").raise_for_status()
     wait_until(lambda: not harness.exists(f"{CRS}/sleep"), 10)
