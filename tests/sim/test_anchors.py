@@ -30,6 +30,12 @@ def test_hpa_proposal_and_tolerance(metric: float, replicas: int, expected: int)
     assert HPA(1, 100).proposal(metric, replicas) == expected
 
 
+def test_hpa_at_zero_replicas_scales_to_the_load_or_stays() -> None:
+    # minReplicas 0: Go's per-pod ratio is +Inf with load and NaN without, where Python would raise.
+    assert HPA(0, 10).proposal(3.0, 0) == 3
+    assert HPA(0, 10).proposal(0.0, 0) == 0
+
+
 def test_hpa_target_other_than_one() -> None:
     assert HPA(1, 100, target=5.0).proposal(22.0, 2) == 5  # ceil(22 / 5)
 
