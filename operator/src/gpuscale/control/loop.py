@@ -20,6 +20,7 @@ from typing import Literal, Protocol
 
 from gpuscale.control.gateway_admin import GatewayAdmin, GatewayUnavailable, GatewayView
 from gpuscale.control.policy import Decision, Observation, PolicyState, decide
+from gpuscale.control.victims import pick_victims
 from gpuscale.spec import AutoscalingSpec
 
 log = logging.getLogger("gpuscale.control")
@@ -50,14 +51,8 @@ class Backend(Protocol):
 def choose_victims(count: int, starting: Sequence[str], view: GatewayView) -> list[str]:
     """Up to `count` replicas that are safe to remove: starting ones (they hold no request; newest
     first), then ready ones with nothing outstanding, longest idle first. Never a busy one."""
-    victims = list(reversed(starting))[:count]
-    idle = sorted(
-        (r for r in view.replicas if r.state == "ready" and r.idle),
-        key=lambda r: r.idle_seconds,
-        reverse=True,
-    )
-    victims += [r.name for r in idle[: count - len(victims)]]
-    return victims
+    idle_for = {r.name: r.idle_seconds for r in view.replicas if r.state == "ready" and r.idle}
+    return pick_victims(count, starting, list(idle_for), lambda name: -idle_for[name])
 
 
 @dataclass

@@ -39,6 +39,7 @@ import numpy as np
 import simpy
 from numpy.typing import NDArray
 
+from gpuscale.control.victims import pick_victims
 from gpuscale.sim.policies import Autoscaler, ClusterView
 from gpuscale.sim.traces import FloatArray, Trace
 
@@ -415,12 +416,9 @@ class Simulation:
         self.busy_removals.append(self.env.now)
 
     def victims(self, count: int) -> list[Replica]:
-        if self.policy.removal == "idle-only":
-            chosen = list(reversed(self.starting))[:count]
-            idle = sorted(
-                (r for r in self.ready if r.running == 0 and not r.queue), key=lambda r: r.idle_since
-            )
-            return chosen + idle[: count - len(chosen)]
+        if self.policy.removal == "idle-only":  # ours: the control loop's own rule
+            idle = (r for r in self.ready if r.running == 0 and not r.queue)
+            return pick_victims(count, self.starting, idle, lambda r: r.idle_since)
         ranked = sorted(self.starting, key=lambda r: (-r.started, -r.number))
         ranked += sorted(self.ready, key=lambda r: (-r.ready_at, -r.number))
         return ranked[:count]
