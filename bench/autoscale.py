@@ -23,6 +23,7 @@ from gpuscale.control.loop import TickReport
 from gpuscale.control.service import LocalService
 from gpuscale.loadgen import generate
 from gpuscale.loadstats import LoadSpec
+from gpuscale.markdown import table
 from gpuscale.plot import plot_runs
 from gpuscale.podproc import GatewayProcess, PodProcess
 from gpuscale.spec import GpuInferenceService, parse_service
@@ -36,7 +37,6 @@ from bench.pod_server import (
     pod,
     sections_cli,
     sleep_body,
-    table,
     wrk,
 )
 

@@ -21,8 +21,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+from gpuscale.markdown import table
 
-from bench.pod_server import log, ms, pct, sections_cli, table
+from bench.pod_server import log, ms, pct, sections_cli
 from kube_test_server.server import KubeTestServer
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -44,10 +44,11 @@ import yaml
 from aiohttp import web
 from gpuscale.crd import build_crd
 from gpuscale.kube.objects import COMPONENT_LABEL, GATEWAY_ADMIN_PORT, INSTANCE_LABEL
+from gpuscale.markdown import table
 from gpuscale.spec import API_GROUP, PLURAL, VERSION
 from prometheus_client import REGISTRY
 
-from bench.pod_server import log, pct, sections_cli, table
+from bench.pod_server import log, pct, sections_cli
 from kube_test_server.controllers import DeploymentController, condition, pod_ready
 from kube_test_server.kubelet import Kubelet, Scheduler, node, register_node
 from kube_test_server.server import KubeTestServer, cluster

@@ -33,6 +33,7 @@ from typing import Any
 
 import httpx
 import numpy as np
+from gpuscale.markdown import fill_blocks, table
 from gpuscale.podproc import PodProcess
 from gpuscale.promtext import scrape
 
@@ -63,12 +64,6 @@ def pct(values: Sequence[float], q: float) -> float:
 
 def ms(seconds: float) -> str:
     return f"{seconds * 1000:.2f} ms"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def hey(
@@ -447,14 +442,10 @@ def machine() -> dict[str, Any]:
 
 
 def update_doc(sections: dict[str, str], doc: Path = DOC) -> None:
-    text = doc.read_text()
-    for name, body in sections.items():
-        block = re.search(rf"<!-- bench:{name} -->\n.*?\n<!-- /bench:{name} -->", text, re.S)
-        if block is None:
-            raise SystemExit(f"{doc}: no <!-- bench:{name} --> block to fill")
-        filled = f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
-        text = text[: block.start()] + filled + text[block.end() :]
-    doc.write_text(text)
+    try:
+        doc.write_text(fill_blocks(doc.read_text(), sections))
+    except ValueError as exc:
+        raise SystemExit(f"{doc}: {exc}") from None
 
 
 def missing_tool() -> str | None:

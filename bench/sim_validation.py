@@ -26,6 +26,7 @@ from gpuscale.control.loop import TickReport
 from gpuscale.control.service import LocalService
 from gpuscale.loadgen import generate
 from gpuscale.loadstats import LoadResult
+from gpuscale.markdown import table
 from gpuscale.sim.model import SimConfig, simulate
 from gpuscale.sim.policies import Gpuscale
 from gpuscale.sim.report import summarize
@@ -33,7 +34,7 @@ from gpuscale.sim.traces import Trace
 from gpuscale.spec import EnvVar, GpuInferenceService, TemplateSpec
 
 from bench.autoscale import manifest, post, with_service
-from bench.pod_server import ROOT, log, table, update_doc
+from bench.pod_server import ROOT, log, update_doc
 
 DOC = ROOT / "docs" / "policy-comparison.md"
 # Stated before measuring: how close the simulation must come to the real run to count as validated.

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from gpuscale.markdown import fill_blocks
 from gpuscale.sim.model import SimConfig, simulate
 from gpuscale.sim.policies import Fixed
-from gpuscale.sim.report import Summary, fill_blocks, goals, results_table, summarize
+from gpuscale.sim.report import Summary, goals, results_table, summarize
 from gpuscale.sim.traces import Trace
 
 

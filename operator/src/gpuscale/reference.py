@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from gpuscale import markdown
 from gpuscale.crd import build_crd
 from gpuscale.kube import objects
 from gpuscale.spec import GpuInferenceService, Metadata, ServiceSpec
@@ -170,9 +171,7 @@ def _cell(text: str) -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_cell(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
+    return markdown.table(header, [[_cell(c) for c in row] for row in rows])
 
 
 def _default_cell(row: FieldRow) -> str:

@@ -8,7 +8,6 @@ of percentiles over all of them) and add their replica-seconds and work.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -16,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from gpuscale.markdown import fill_blocks, table
 from gpuscale.sim.model import RunResult
 
 
@@ -100,12 +100,6 @@ def seconds(value: float) -> str:
 
 def _count(value: float) -> str:
     return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def results_table(summaries: Sequence[Summary], *, show_trace: bool = True) -> str:
@@ -198,21 +192,6 @@ def goals(
 def goals_table(found: Sequence[Goal]) -> str:
     rows = [(g.trace, g.goal, g.measured, "**met**" if g.met else "**missed**") for g in found]
     return table(["trace", "goal", "measured", ""], rows)
-
-
-BLOCK = r"<!-- bench:{name} -->\n(?:.*?\n)?<!-- /bench:{name} -->"
-
-
-def fill_blocks(text: str, sections: dict[str, str]) -> str:
-    """`text` with each `<!-- bench:NAME -->` … `<!-- /bench:NAME -->` block's body replaced (the same
-    markers bench/pod_server.py's update_doc fills). Raises ValueError naming a missing block."""
-    for name, body in sections.items():
-        block = re.search(BLOCK.format(name=re.escape(name)), text, re.S)
-        if block is None:
-            raise ValueError(f"no <!-- bench:{name} --> block to fill")
-        filled = f"<!-- bench:{name} -->\n{body}\n<!-- /bench:{name} -->"
-        text = text[: block.start()] + filled + text[block.end() :]
-    return text
 
 
 def write_doc(path: Path, sections: dict[str, str]) -> None:
