@@ -124,22 +124,31 @@ def _draw(axes: Sequence[Any], result: LoadResult, title: str) -> None:
         ax.grid(True, alpha=0.3)
 
 
-def _figure(rows: int, columns: int) -> tuple[Any, Any]:
+def figure(
+    rows: int,
+    columns: int,
+    *,
+    column_width: float = 6.5,
+    height: float = 8.0,
+    height_ratios: Sequence[float] | None = (1, 1, 2),
+) -> tuple[Any, Any]:
+    """A figure of panels sharing their time axis (and each row its y axis), drawn to files only."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display is needed, and none is opened
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.5 * columns, 8), layout="constrained")
+    fig = Figure(figsize=(column_width * columns, height), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = fig.subplots(rows, columns, sharex=True, sharey="row", squeeze=False, height_ratios=[1, 1, 2])
+    ratios = list(height_ratios) if height_ratios is not None else None
+    axes = fig.subplots(rows, columns, sharex=True, sharey="row", squeeze=False, height_ratios=ratios)
     return fig, axes
 
 
 def plot_run(result: LoadResult, path: str, title: str = "") -> None:
     """One run as three panels on one time axis: replicas, queued and running, each request's latency."""
-    fig, axes = _figure(3, 1)
+    fig, axes = figure(3, 1)
     _draw(axes[:, 0], result, title)
     fig.savefig(path, dpi=110)
 
@@ -148,7 +157,7 @@ def plot_runs(results: Sequence[tuple[str, LoadResult]], path: str) -> None:
     """Runs side by side, one column each, with the same axes, to compare policies at a glance."""
     if not results:
         raise ValueError("plot_runs needs at least one run")
-    fig, axes = _figure(3, len(results))
+    fig, axes = figure(3, len(results))
     for column, (label, result) in enumerate(results):
         _draw(axes[:, column], result, label)
     fig.savefig(path, dpi=110)

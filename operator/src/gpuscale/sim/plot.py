@@ -1,6 +1,6 @@
 """PNG timelines of simulated runs: one column per autoscaler on the same trace, the same axes in a row
 (arrivals per second; replicas holding a GPU and ready; requests waiting). matplotlib (the `plot` extra)
-is imported only here, when a plot is drawn."""
+is imported only when a plot is drawn (`gpuscale.plot.figure`)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from gpuscale.plot import figure
 from gpuscale.sim.model import RunResult
 
 
@@ -19,16 +20,7 @@ def _hours(duration: float) -> bool:
 def plot_timelines(runs: Sequence[tuple[str, RunResult]], path: str | Path, title: str = "") -> None:
     if not runs:
         raise ValueError("plot_timelines needs at least one run")
-    import matplotlib
-
-    matplotlib.use("Agg")  # files only: no display is needed, and none is opened
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    columns = len(runs)
-    fig = Figure(figsize=(3.6 * columns, 6.4), layout="constrained")
-    FigureCanvasAgg(fig)
-    axes = fig.subplots(3, columns, sharex=True, sharey="row", squeeze=False)
+    fig, axes = figure(3, len(runs), column_width=3.6, height=6.4, height_ratios=None)
     trace = runs[0][1].trace
     in_hours = _hours(trace.duration)
     scale = 3600.0 if in_hours else 60.0
