@@ -20,7 +20,7 @@ from gpuscale.sim.suite import (
     JOBS,
     MAX_REPLICAS,
     MIN_REPLICAS,
-    STANDARD,
+    POLICY_KEYS,
     TUNED,
     WARMUP,
     CaseResult,
@@ -62,7 +62,7 @@ def machine() -> str:
 def run_page(seed: int = 1, note: Callable[[str], None] = print) -> Page:
     began = time.perf_counter()
     config = SimConfig(seed=seed, warmup=WARMUP)
-    standard = [contender(key) for key in STANDARD]
+    standard = [contender(key) for key in POLICY_KEYS]  # the page runs every autoscaler
     cases: dict[str, CaseResult] = {}
     traces = {name: traces_for(case, JOBS, seed) for name, case in CASES.items()}
     for name in CASES:

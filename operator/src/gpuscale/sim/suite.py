@@ -96,7 +96,6 @@ def bound(case: Case) -> Contender:
 
 
 POLICY_KEYS = ("gpuscale", "gpuscale-tuned", "hpa", "keda", "keda-cached", "kpa")
-STANDARD = ("gpuscale", "gpuscale-tuned", "hpa", "keda", "keda-cached", "kpa")
 
 
 @dataclass
